@@ -1,0 +1,278 @@
+"""Meters (what is counted and how it aggregates) and usage events.
+
+A meter turns the events of a period into one quantity:
+
+- ``count``: the number of events;
+- ``sum``: the sum of the event values;
+- ``max``: the largest value;
+- ``latest``: the value of the event with the latest time (ties: the one recorded last);
+- ``unique_count``: the number of distinct values of ``unique_property`` (active users);
+- ``time_weighted``: a gauge integrated over time to the second, in ``time_unit``s
+  (GB stored for 36 hours at 2 GB is 3 GB-days).
+
+An event's value is ``quantity``, or the numeric property ``value_property`` when the meter
+names one. ``filters`` keep only events whose properties have one of the listed values;
+``group_by`` rates each combination of the listed properties on its own.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from decimal import Decimal, InvalidOperation
+from enum import StrEnum
+from typing import Annotated, Final
+
+import msgspec
+
+from engine.instants import Instant
+from engine.numbers import ZERO, divide
+from engine.rejections import Rejection
+
+KEY_PATTERN: Final = r"^[a-z0-9][a-z0-9_.:-]{0,63}$"
+Key = Annotated[str, msgspec.Meta(pattern=KEY_PATTERN)]
+PropertyName = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+PropertyValue = Annotated[str, msgspec.Meta(max_length=256)]
+EVENT_ID_LENGTH_MAX: Final = 128
+
+
+class Aggregation(StrEnum):
+    count = "count"
+    sum = "sum"
+    max = "max"
+    latest = "latest"
+    unique_count = "unique_count"
+    time_weighted = "time_weighted"
+
+
+class TimeUnit(StrEnum):
+    second = "second"
+    minute = "minute"
+    hour = "hour"
+    day = "day"
+
+
+UNIT_SECONDS: Final = {
+    TimeUnit.second: 1,
+    TimeUnit.minute: 60,
+    TimeUnit.hour: 3_600,
+    TimeUnit.day: 86_400,
+}
+
+
+class Meter(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    key: Key
+    unit: Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+    aggregation: Aggregation
+    name: str = ""
+    value_property: PropertyName | None = None
+    unique_property: PropertyName | None = None
+    time_unit: TimeUnit | None = None
+    filters: dict[PropertyName, tuple[PropertyValue, ...]] = {}
+    group_by: tuple[PropertyName, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.aggregation is Aggregation.unique_count and self.unique_property is None:
+            raise ValueError("unique_property: required for a unique_count meter")
+        if self.aggregation is not Aggregation.unique_count and self.unique_property:
+            raise ValueError("unique_property: only a unique_count meter counts distinct values")
+        if self.aggregation is Aggregation.time_weighted and self.time_unit is None:
+            raise ValueError("time_unit: required for a time_weighted meter (e.g. day)")
+        if self.aggregation is not Aggregation.time_weighted and self.time_unit is not None:
+            raise ValueError("time_unit: only a time_weighted meter integrates over time")
+        if self.aggregation is Aggregation.count and self.value_property:
+            raise ValueError("value_property: a count meter has no value")
+        if len(set(self.group_by)) != len(self.group_by):
+            raise ValueError("group_by: each property may appear once")
+
+    def matches(self, properties: dict[str, str]) -> bool:
+        for name, allowed in self.filters.items():
+            if properties.get(name) not in allowed:
+                return False
+        return True
+
+    def group(self, properties: dict[str, str]) -> str:
+        """The group-by bucket of an event: ``region=eu,tier=pro`` (empty without group_by)."""
+        if not self.group_by:
+            return ""
+        return ",".join(f"{name}={properties.get(name, '')}" for name in self.group_by)
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One usage record. ``duration_seconds`` > 0 marks usage over ``[time, time + duration)``.
+
+    ``quantity`` is exact; for usage over time it is the rate (4 vCPUs for an hour: quantity 4,
+    duration 3600).
+    """
+
+    id: Annotated[str, msgspec.Meta(min_length=1, max_length=EVENT_ID_LENGTH_MAX)]
+    meter: Key
+    time: Instant
+    quantity: Decimal = Decimal(1)
+    duration_seconds: Annotated[int, msgspec.Meta(ge=0, le=366 * 86_400)] = 0
+    properties: dict[PropertyName, PropertyValue] = {}
+
+
+def event_value(meter: Meter, event: Event) -> Decimal | Rejection:
+    """The number an event contributes, or why it cannot be rated."""
+    if meter.value_property is None:
+        value = event.quantity
+        field = "quantity"
+    else:
+        field = f"properties.{meter.value_property}"
+        text = event.properties.get(meter.value_property)
+        if text is None:
+            return Rejection.of("missing_property", field, "the meter's value property is missing")
+        try:
+            value = Decimal(text)
+        except InvalidOperation:
+            return Rejection.of("invalid_value", field, f"{text!r} is not a number")
+    if not value.is_finite() or abs(value) >= Decimal("1e15"):
+        return Rejection.of("invalid_value", field, "must be a finite number below 1e15")
+    if value < 0:
+        return Rejection.of("invalid_value", field, "must not be negative")
+    return value
+
+
+# Aggregation states. Each is a mutable Struct so that an account snapshot encodes it as is.
+# ``quantity(as_of)`` is the period-to-date quantity; it never reads the clock.
+
+
+class CountState(msgspec.Struct, tag="count", kw_only=True):
+    events: int = 0
+
+    def add(self, value: Decimal, time: Instant, unique: str | None) -> None:
+        self.events += 1
+
+    def quantity(self, as_of: Instant) -> Decimal:
+        return Decimal(self.events)
+
+
+class SumState(msgspec.Struct, tag="sum", kw_only=True):
+    events: int = 0
+    total: Decimal = ZERO
+
+    def add(self, value: Decimal, time: Instant, unique: str | None) -> None:
+        self.events += 1
+        self.total += value
+
+    def quantity(self, as_of: Instant) -> Decimal:
+        return self.total
+
+
+class MaxState(msgspec.Struct, tag="max", kw_only=True):
+    events: int = 0
+    highest: Decimal = ZERO
+
+    def add(self, value: Decimal, time: Instant, unique: str | None) -> None:
+        self.events += 1
+        if value > self.highest:
+            self.highest = value
+
+    def quantity(self, as_of: Instant) -> Decimal:
+        return self.highest
+
+
+class LatestState(msgspec.Struct, tag="latest", kw_only=True):
+    events: int = 0
+    time: Instant | None = None
+    value: Decimal = ZERO
+
+    def add(self, value: Decimal, time: Instant, unique: str | None) -> None:
+        self.events += 1
+        if self.time is None or time >= self.time:
+            self.time = time
+            self.value = value
+
+    def quantity(self, as_of: Instant) -> Decimal:
+        return self.value
+
+
+class UniqueState(msgspec.Struct, tag="unique_count", kw_only=True):
+    """Distinct values seen in the period. Memory grows with the number of distinct values;
+    a period holds at most ``UNIQUE_VALUES_MAX`` of them per bucket."""
+
+    events: int = 0
+    values: set[str] = msgspec.field(default_factory=set)
+
+    def add(self, value: Decimal, time: Instant, unique: str | None) -> None:
+        assert unique is not None
+        self.events += 1
+        self.values.add(unique)
+
+    def quantity(self, as_of: Instant) -> Decimal:
+        return Decimal(len(self.values))
+
+
+UNIQUE_VALUES_MAX: Final = 1_000_000
+
+
+class TimeWeightedState(msgspec.Struct, tag="time_weighted", kw_only=True):
+    """A gauge: the value holds from each change on. The integral is exact in value-seconds.
+
+    ``times``/``values`` are the change points of the period in time order, so that a late
+    change is inserted where it belongs; ``integral`` covers ``[start, until)``.
+    """
+
+    start: Instant
+    unit_seconds: int
+    events: int = 0
+    opening: Decimal = ZERO
+    times: list[Instant] = msgspec.field(default_factory=list)
+    values: list[Decimal] = msgspec.field(default_factory=list)
+    until: Instant = 0
+    integral: Decimal = ZERO
+
+    def __post_init__(self) -> None:
+        if self.until < self.start:
+            self.until = self.start
+
+    def value_at(self, time: Instant) -> Decimal:
+        position = bisect_right(self.times, time)
+        return self.values[position - 1] if position else self.opening
+
+    def advance(self, as_of: Instant) -> None:
+        if as_of > self.until:
+            self.integral += self.value_at(self.until) * (as_of - self.until)
+            self.until = as_of
+
+    def add(self, value: Decimal, time: Instant, unique: str | None) -> None:
+        self.events += 1
+        time = max(time, self.start)
+        self.advance(time)
+        position = bisect_right(self.times, time)
+        previous = self.values[position - 1] if position else self.opening
+        following_time = self.times[position] if position < len(self.times) else self.until
+        # The new value holds from ``time`` until the next change (or until ``until``).
+        self.integral += (value - previous) * (following_time - time)
+        self.times.insert(position, time)
+        self.values.insert(position, value)
+
+    def quantity(self, as_of: Instant) -> Decimal:
+        self.advance(as_of)
+        return divide(self.integral, self.unit_seconds)
+
+    def closing_value(self) -> Decimal:
+        return self.values[-1] if self.values else self.opening
+
+
+AggregateState = CountState | SumState | MaxState | LatestState | UniqueState | TimeWeightedState
+
+
+def new_state(meter: Meter, period_start: Instant, opening: Decimal = ZERO) -> AggregateState:
+    """A fresh state for a period; a gauge carries its value over from the last period."""
+    match meter.aggregation:
+        case Aggregation.count:
+            return CountState()
+        case Aggregation.sum:
+            return SumState()
+        case Aggregation.max:
+            return MaxState()
+        case Aggregation.latest:
+            return LatestState()
+        case Aggregation.unique_count:
+            return UniqueState()
+        case Aggregation.time_weighted:
+            assert meter.time_unit is not None
+            return TimeWeightedState(
+                start=period_start, unit_seconds=UNIT_SECONDS[meter.time_unit], opening=opening
+            )

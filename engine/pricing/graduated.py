@@ -1,0 +1,79 @@
+"""Graduated tiers: each unit is priced by the tier it falls in; a tier's flat fee is charged
+once, when usage first enters the tier."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import msgspec
+
+from engine.pricing.base import PriceLine, Tier, check_tiers
+
+_ZERO = Decimal(0)
+
+
+class Graduated(
+    msgspec.Struct,
+    frozen=True,
+    kw_only=True,
+    forbid_unknown_fields=True,
+    tag_field="model",
+    tag="graduated",
+):
+    tiers: list[Tier]
+
+    def __post_init__(self) -> None:
+        check_tiers(self.tiers)
+
+    def amount(self, quantity: Decimal, events: int) -> Decimal:
+        return self.marginal(_ZERO, quantity, 0, events)
+
+    def marginal(self, before: Decimal, after: Decimal, events_before: int,
+                 events_after: int) -> Decimal:
+        """The price of the units in ``(before, after]``, walking only the tiers they touch."""
+        if after < before:
+            return -self.marginal(after, before, events_after, events_before)
+        total = _ZERO
+        lower = _ZERO
+        for tier in self.tiers:
+            upper = tier.up_to
+            if upper is not None and upper <= before:
+                lower = upper
+                continue
+            if lower >= after:
+                break
+            top = after if upper is None or after < upper else upper
+            bottom = before if before > lower else lower
+            total += (top - bottom) * tier.unit_price
+            if before <= lower:
+                total += tier.flat_fee
+            if upper is None:
+                break
+            lower = upper
+        return total
+
+    def lines(self, quantity: Decimal, events: int) -> list[PriceLine]:
+        lines: list[PriceLine] = []
+        lower = _ZERO
+        for number, tier in enumerate(self.tiers, start=1):
+            if quantity <= lower and number > 1:
+                break
+            upper = tier.up_to
+            top = quantity if upper is None or quantity < upper else upper
+            in_tier = top - lower if top > lower else _ZERO
+            flat = tier.flat_fee if in_tier > 0 else _ZERO
+            bound = "and above" if upper is None else f"to {upper}"
+            lines.append(
+                PriceLine(
+                    key=f"tier-{number}",
+                    description=f"tier {number}: above {lower} {bound}",
+                    quantity=in_tier,
+                    unit_price=tier.unit_price,
+                    flat_amount=flat,
+                    amount=in_tier * tier.unit_price + flat,
+                )
+            )
+            if upper is None:
+                break
+            lower = upper
+        return lines
