@@ -31,7 +31,7 @@ from engine.meters import (
     new_state,
 )
 from engine.numbers import ZERO, divide, engine_context_installed, round_amount
-from engine.periods import Period, zone
+from engine.periods import Period, next_period, period_containing, zone
 from engine.pricing import OTHER_VALUES, ByAttribute, SimplePrice, TimeOfUse
 from engine.rejections import Rejection
 from engine.statements import LineKind, Statement, StatementLine, make_statement
@@ -254,7 +254,8 @@ class CompiledCharge:
 
 
 class PeriodRater:
-    """One tariff version compiled for one tenant time zone."""
+    """One tariff version compiled for one tenant time zone (the version's own zone, if it
+    names one, takes precedence)."""
 
     def __init__(
         self, tariff: str, version: TariffVersion, meters: Mapping[str, Meter], time_zone: str
@@ -262,7 +263,8 @@ class PeriodRater:
         assert engine_context_installed(), "call engine.numbers.use_engine_context() first"
         self.tariff = tariff
         self.version = version
-        self.zone = zone(time_zone)
+        self.time_zone = version.time_zone or time_zone
+        self.zone = zone(self.time_zone)
         self.meters = dict(meters)
         self.charges = [CompiledCharge(c, meters[c.meter], self.zone) for c in version.charges]
         self.by_meter: dict[str, list[CompiledCharge]] = {}
@@ -271,6 +273,13 @@ class PeriodRater:
         self.gauges = [
             c for c in self.charges if c.meter.aggregation is Aggregation.time_weighted
         ]
+
+    def period_at(self, instant: Instant) -> Period:
+        """The billing period of this version that contains ``instant``."""
+        return period_containing(self.version.period, self.time_zone, instant)
+
+    def next_period(self, period: Period) -> Period:
+        return next_period(self.version.period, self.time_zone, period)
 
     # Opening -------------------------------------------------------------------------------
 

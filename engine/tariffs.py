@@ -24,7 +24,7 @@ from engine.currencies import MINOR_UNITS
 from engine.instants import Instant, from_datetime
 from engine.meters import Aggregation, Key, Meter
 from engine.numbers import RoundingMode, decimals_of
-from engine.periods import PeriodSpec
+from engine.periods import PeriodSpec, UnknownTimeZone, zone
 from engine.pricing import ByAttribute, Percentage, TimeOfUse
 from engine.pricing.base import check_price, check_quantity
 
@@ -108,6 +108,8 @@ class TariffVersion(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     currency: str
     period: PeriodSpec
     payment_mode: PaymentMode = PaymentMode.prepaid
+    time_zone: str | None = None
+    """The IANA zone of periods and time-of-use windows; None means the tenant's own zone."""
     rounding: RoundingMode = RoundingMode.half_up
     late_event_grace_seconds: Annotated[int, msgspec.Meta(ge=0, le=366 * DAYS)] = 3 * DAYS
     charges: tuple[Charge, ...] = ()
@@ -120,6 +122,11 @@ class TariffVersion(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
             raise ValueError("effective_from: needs a UTC offset, e.g. 2025-01-01T00:00:00Z")
         if self.currency not in MINOR_UNITS:
             raise ValueError(f"currency: unknown ISO 4217 currency {self.currency!r}")
+        if self.time_zone is not None:
+            try:
+                zone(self.time_zone)
+            except UnknownTimeZone:
+                raise ValueError(f"time_zone: unknown IANA time zone {self.time_zone!r}") from None
         keys = [item.key for item in (*self.charges, *self.recurring_fees, *self.one_time_fees)]
         duplicates = sorted({key for key in keys if keys.count(key) > 1})
         if duplicates:
@@ -133,6 +140,8 @@ class TariffVersion(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
                         f"charges[{position}].{name}: {self.currency} has {minor} decimals"
                     )
         for position, discount in enumerate(self.discounts):
+            if discount.kind is DiscountKind.fixed and decimals_of(discount.value) > minor:
+                raise ValueError(f"discounts[{position}].value: {self.currency} has {minor} decimals")
             unknown = [key for key in discount.applies_to if key not in keys]
             if unknown:
                 raise ValueError(f"discounts[{position}].applies_to: unknown keys {unknown}")
