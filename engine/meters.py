@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from decimal import Decimal, InvalidOperation
-from enum import StrEnum
+from enum import Enum, StrEnum
 from typing import Annotated, Final
 
 import msgspec
@@ -35,7 +35,8 @@ PropertyValue = Annotated[str, msgspec.Meta(max_length=256)]
 EVENT_ID_LENGTH_MAX: Final = 128
 
 
-class Aggregation(StrEnum):
+class Aggregation(Enum):
+    # A plain Enum, not StrEnum: ``count`` would shadow ``str.count``.
     count = "count"
     sum = "sum"
     max = "max"
@@ -85,10 +86,7 @@ class Meter(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
             raise ValueError("group_by: each property may appear once")
 
     def matches(self, properties: dict[str, str]) -> bool:
-        for name, allowed in self.filters.items():
-            if properties.get(name) not in allowed:
-                return False
-        return True
+        return all(properties.get(name) in allowed for name, allowed in self.filters.items())
 
     def group(self, properties: dict[str, str]) -> str:
         """The group-by bucket of an event: ``region=eu,tier=pro`` (empty without group_by)."""

@@ -93,8 +93,9 @@ def divide(numerator: Decimal | int, denominator: Decimal | int) -> Decimal:
     quotient = _ROUNDING_CONTEXT.divide(Decimal(numerator), Decimal(denominator))
     if quotient.as_tuple().exponent >= -18:  # type: ignore[operator]
         return quotient
-    return quotient.quantize(DIVISION_EXPONENT, rounding=decimal.ROUND_HALF_EVEN,
-                             context=_ROUNDING_CONTEXT)
+    return quotient.quantize(
+        DIVISION_EXPONENT, rounding=decimal.ROUND_HALF_EVEN, context=_ROUNDING_CONTEXT
+    )
 
 
 def ceil_div(numerator: Decimal, denominator: Decimal) -> int:

@@ -21,13 +21,14 @@ gives 28 February in years that are not leap years.
 
 A local start time that does not exist, because it falls in the gap when clocks spring forward,
 is read with the offset in force before the gap, as zoneinfo does for ``fold=0``. The period
-then starts as long after the gap as the wall time lies inside it: 02:30 on 2024-03-31 in
-Europe/Berlin becomes 03:30 CEST, and in a zone that springs forward at midnight the local day
-starts at the transition. An ambiguous local time, one that occurs twice when clocks fall back,
-means its first occurrence, the one still on summer time. Where a whole local day was skipped
-(Pacific/Apia on 2011-12-30, Pacific/Kwajalein on 1993-08-21) that day's period is empty,
-``start == end``. It keeps its index, so indexes stay consecutive, but :func:`period_containing`
-never returns it and :func:`periods_overlapping` leaves it out.
+then starts as far after the end of the gap as the wall time lies after its beginning: 02:30 on
+2024-03-31 in Europe/Berlin becomes 03:30 CEST, and in a zone that springs forward at midnight
+the local day starts at the transition. An ambiguous local time, one that occurs twice when
+clocks fall back, means its first occurrence, the one still on summer time, so a daily period
+anchored at 02:30 in Europe/Berlin lasts 25 hours from 02:30 CEST on 2024-10-27. Where a whole
+local day was skipped, as in Pacific/Apia on 2011-12-30, that day's period is empty,
+``start == end``. It keeps its index, so indexes stay consecutive, but
+:func:`period_containing` never returns it and :func:`periods_overlapping` leaves it out.
 
 Sub-day units (second, minute, hour) are absolute SI durations: every period lasts exactly
 ``count`` units, hours stay 3,600 seconds long across clock changes, and boundaries fall on

@@ -34,7 +34,7 @@ from engine.numbers import ZERO, divide, engine_context_installed, round_amount
 from engine.periods import Period, next_period, period_containing, zone
 from engine.pricing import OTHER_VALUES, ByAttribute, SimplePrice, TimeOfUse
 from engine.rejections import Rejection
-from engine.statements import LineKind, Statement, StatementLine, make_statement
+from engine.statements import LineKind, Statement, StatementLine, delta, make_statement
 from engine.tariffs import DiscountKind, FeeTiming, TariffVersion
 
 
@@ -79,6 +79,15 @@ class PeriodState(msgspec.Struct, kw_only=True):
     one_time: list[OneTimeItem] = msgspec.field(default_factory=list)
     charged_live: Decimal = ZERO
     """The sum of every amount this state has handed out: what the account has posted."""
+
+
+class LateRating(msgspec.Struct, frozen=True, kw_only=True):
+    marginal: Decimal
+    """What the late event adds at once, as any event would."""
+    revised: Statement
+    """The period's statement as it now stands; keep it to diff the next late event against."""
+    delta: Statement
+    """The change against the issued statement, to be invoiced on its own."""
 
 
 class CompiledCharge:
@@ -270,9 +279,7 @@ class PeriodRater:
         self.by_meter: dict[str, list[CompiledCharge]] = {}
         for compiled in self.charges:
             self.by_meter.setdefault(compiled.meter.key, []).append(compiled)
-        self.gauges = [
-            c for c in self.charges if c.meter.aggregation is Aggregation.time_weighted
-        ]
+        self.gauges = [c for c in self.charges if c.meter.aggregation is Aggregation.time_weighted]
 
     def period_at(self, instant: Instant) -> Period:
         """The billing period of this version that contains ``instant``."""
@@ -298,7 +305,9 @@ class PeriodRater:
         """
         start = max(period.start, active_from or period.start)
         state = PeriodState(
-            period=period, tariff=self.tariff, version=self.version.version,
+            period=period,
+            tariff=self.tariff,
+            version=self.version.version,
             period_number=period_number,
         )
         self._carry_gauges(state, previous, start)
@@ -310,16 +319,22 @@ class PeriodRater:
                 due += self._prorated(fee.amount * quantity, start, period)
         if period_number == 1:
             for one_time in self.version.one_time_fees:
-                state.one_time.append(OneTimeItem(
-                    key=one_time.key, description=one_time.label, quantity=Decimal(1),
-                    unit_price=one_time.amount, at=start,
-                ))
+                state.one_time.append(
+                    OneTimeItem(
+                        key=one_time.key,
+                        description=one_time.label,
+                        quantity=Decimal(1),
+                        unit_price=one_time.amount,
+                        at=start,
+                    )
+                )
                 due += one_time.amount
         state.charged_live += due
         return state, due
 
-    def _carry_gauges(self, state: PeriodState, previous: PeriodState | None,
-                      start: Instant) -> None:
+    def _carry_gauges(
+        self, state: PeriodState, previous: PeriodState | None, start: Instant
+    ) -> None:
         if previous is None:
             return
         for compiled in self.gauges:
@@ -337,15 +352,25 @@ class PeriodRater:
                 )
 
     @staticmethod
-    def _carried_fee_quantity(previous: PeriodState | None, key: str,
-                              default: Decimal) -> Decimal:
+    def _carried_fee_quantity(previous: PeriodState | None, key: str, default: Decimal) -> Decimal:
         if previous is None or key not in previous.fees:
             return default
         return previous.fees[key].changes[-1][1]
 
     @staticmethod
-    def _prorated(amount: Decimal, start: Instant, period: Period) -> Decimal:
-        return divide(amount * (period.end - start), period.end - period.start)
+    def _prorated(
+        amount: Decimal, start: Instant, period: Period, until: Instant | None = None
+    ) -> Decimal:
+        """``amount`` for ``[start, until)`` of the period (until defaults to its end).
+
+        Every proration is the difference of two elapsed shares of the period, so the shares of
+        adjacent intervals add up to exactly one: fees in advance and in arrears agree to the
+        last decimal, and a full period costs exactly the full fee.
+        """
+        length = period.end - period.start
+        end = period.end if until is None else until
+        share = divide(end - period.start, length) - divide(start - period.start, length)
+        return amount * share
 
     # Usage ---------------------------------------------------------------------------------
 
@@ -379,7 +404,9 @@ class PeriodRater:
     def quote(self, state: PeriodState, event: Event) -> Decimal | Rejection:
         """What rating ``event`` would cost now, without recording it."""
         trial = PeriodState(
-            period=state.period, tariff=state.tariff, version=state.version,
+            period=state.period,
+            tariff=state.tariff,
+            version=state.version,
             charges={
                 compiled.key: copy.deepcopy(state.charges[compiled.key])
                 for compiled in self.by_meter.get(event.meter, ())
@@ -423,8 +450,13 @@ class PeriodRater:
         return due
 
     def add_one_time(
-        self, state: PeriodState, key: str, description: str, unit_price: Decimal,
-        quantity: Decimal, at: Instant,
+        self,
+        state: PeriodState,
+        key: str,
+        description: str,
+        unit_price: Decimal,
+        quantity: Decimal,
+        at: Instant,
     ) -> Decimal:
         item = OneTimeItem(
             key=key, description=description, quantity=quantity, unit_price=unit_price, at=at
@@ -433,6 +465,32 @@ class PeriodRater:
         amount = quantity * unit_price
         state.charged_live += amount
         return amount
+
+    # Late events ---------------------------------------------------------------------------
+
+    def rate_late(
+        self, state: PeriodState, issued: Statement, event: Event, now: Instant
+    ) -> LateRating | Rejection:
+        """Rate an event into a period that is already closed.
+
+        Within the tariff's grace window after the period end, the event is rated into the
+        closed period and the change comes back as a delta statement; the issued statement is
+        never altered. Later than that, the event is rejected with ``event_too_late``.
+        """
+        period = state.period
+        if not period.start <= event.time < period.end:
+            return Rejection.of("outside_period", "time", "the event is not in this period")
+        if now >= period.end + self.version.late_event_grace_seconds:
+            return Rejection.of(
+                "event_too_late",
+                "time",
+                f"the period closed more than {self.version.late_event_grace_seconds} s ago",
+            )
+        marginal = self.rate(state, event)
+        if isinstance(marginal, Rejection):
+            return marginal
+        revised = self.close(state)
+        return LateRating(marginal=marginal, revised=revised, delta=delta(issued, revised))
 
     # Closing -------------------------------------------------------------------------------
 
@@ -463,8 +521,9 @@ class PeriodRater:
     def _round(self, amount: Decimal) -> Decimal:
         return round_amount(amount, self.version.minor_units, self.version.rounding)
 
-    def _charge_lines(self, compiled: CompiledCharge,
-                      state: ChargeState | None) -> list[StatementLine]:
+    def _charge_lines(
+        self, compiled: CompiledCharge, state: ChargeState | None
+    ) -> list[StatementLine]:
         charge = compiled.charge
         lines: list[StatementLine] = []
         for bucket_key in sorted(state.buckets) if state else ():
@@ -477,19 +536,27 @@ class PeriodRater:
         if charge.maximum_amount is not None:
             capped = min(ZERO, charge.maximum_amount - usage)
             if capped or charged != raw:
-                lines.append(self._limit_line(
-                    compiled, LineKind.maximum, "maximum price reached", charged - raw, capped
-                ))
+                lines.append(
+                    self._limit_line(
+                        compiled, LineKind.maximum, "maximum price reached", charged - raw, capped
+                    )
+                )
                 usage += capped
         if charge.minimum_amount is not None and usage < charge.minimum_amount:
-            lines.append(self._limit_line(
-                compiled, LineKind.minimum, "minimum charge",
-                max(ZERO, charge.minimum_amount - charged), charge.minimum_amount - usage,
-            ))
+            lines.append(
+                self._limit_line(
+                    compiled,
+                    LineKind.minimum,
+                    "minimum charge",
+                    max(ZERO, charge.minimum_amount - charged),
+                    charge.minimum_amount - usage,
+                )
+            )
         return lines
 
-    def _bucket_lines(self, compiled: CompiledCharge, bucket_key: str,
-                      bucket: BucketState) -> list[StatementLine]:
+    def _bucket_lines(
+        self, compiled: CompiledCharge, bucket_key: str, bucket: BucketState
+    ) -> list[StatementLine]:
         model = compiled.price_of(bucket)
         price_lines = model.lines(bucket.priced_quantity, bucket.priced_events)
         assert sum((p.amount for p in price_lines), ZERO) == bucket.amount, "lines != rated"
@@ -513,13 +580,21 @@ class PeriodRater:
         ]
         if compiled.free_units:
             used_free = min(compiled.free_units, self._bucket_quantity(compiled, bucket))
-            lines.insert(0, StatementLine(
-                line_id=prefix + "free", kind=LineKind.usage,
-                description=f"{label}: free units (up to {compiled.free_units})",
-                quantity=used_free, unit=compiled.quantity_unit(), unit_price=ZERO,
-                amount_raw=ZERO, amount=ZERO, charge=compiled.key,
-                dimensions=dict(bucket.dimensions),
-            ))
+            lines.insert(
+                0,
+                StatementLine(
+                    line_id=prefix + "free",
+                    kind=LineKind.usage,
+                    description=f"{label}: free units (up to {compiled.free_units})",
+                    quantity=used_free,
+                    unit=compiled.quantity_unit(),
+                    unit_price=ZERO,
+                    amount_raw=ZERO,
+                    amount=ZERO,
+                    charge=compiled.key,
+                    dimensions=dict(bucket.dimensions),
+                ),
+            )
         return lines
 
     @staticmethod
@@ -527,12 +602,19 @@ class PeriodRater:
         quantity = bucket.aggregate.quantity(0)
         return divide(quantity, compiled.divisor) if compiled.divisor != 1 else quantity
 
-    def _limit_line(self, compiled: CompiledCharge, kind: LineKind, text: str,
-                    raw: Decimal, amount: Decimal) -> StatementLine:
+    def _limit_line(
+        self, compiled: CompiledCharge, kind: LineKind, text: str, raw: Decimal, amount: Decimal
+    ) -> StatementLine:
         return StatementLine(
-            line_id=f"{compiled.key}/{kind.value}", kind=kind,
-            description=f"{compiled.charge.label}: {text}", quantity=Decimal(1),
-            unit="", unit_price=None, amount_raw=raw, amount=amount, charge=compiled.key,
+            line_id=f"{compiled.key}/{kind.value}",
+            kind=kind,
+            description=f"{compiled.charge.label}: {text}",
+            quantity=Decimal(1),
+            unit="",
+            unit_price=None,
+            amount_raw=raw,
+            amount=amount,
+            charge=compiled.key,
         )
 
     def _fee_lines(self, state: PeriodState) -> list[StatementLine]:
@@ -554,48 +636,68 @@ class PeriodRater:
                     units = quantity
                 if not units or until <= start:
                     continue
-                raw = divide(fee.amount * units * (until - start), length)
-                share = "" if until - start == length else (
-                    f", prorated {until - start} s of {length} s"
+                raw = self._prorated(fee.amount * units, start, period, until)
+                share = (
+                    ""
+                    if until - start == length
+                    else (f", prorated {until - start} s of {length} s")
                 )
-                lines.append(StatementLine(
-                    line_id=f"{fee.key}/{position}", kind=LineKind.recurring_fee,
-                    description=f"{fee.label} ({fee.timing.value}{share})", quantity=units,
-                    unit="", unit_price=fee.amount, amount_raw=raw, amount=self._round(raw),
-                    charge=fee.key,
-                ))
+                lines.append(
+                    StatementLine(
+                        line_id=f"{fee.key}/{position}",
+                        kind=LineKind.recurring_fee,
+                        description=f"{fee.label} ({fee.timing.value}{share})",
+                        quantity=units,
+                        unit="",
+                        unit_price=fee.amount,
+                        amount_raw=raw,
+                        amount=self._round(raw),
+                        charge=fee.key,
+                    )
+                )
         return lines
 
     def _one_time_lines(self, state: PeriodState) -> list[StatementLine]:
         return [
             StatementLine(
-                line_id=f"one-time/{position}/{item.key}", kind=LineKind.one_time_fee,
-                description=item.description, quantity=item.quantity, unit="",
-                unit_price=item.unit_price, amount_raw=item.quantity * item.unit_price,
-                amount=self._round(item.quantity * item.unit_price), charge=item.key,
+                line_id=f"one-time/{position}/{item.key}",
+                kind=LineKind.one_time_fee,
+                description=item.description,
+                quantity=item.quantity,
+                unit="",
+                unit_price=item.unit_price,
+                amount_raw=item.quantity * item.unit_price,
+                amount=self._round(item.quantity * item.unit_price),
+                charge=item.key,
             )
             for position, item in enumerate(state.one_time)
         ]
 
-    def _discount_lines(self, state: PeriodState,
-                        lines: list[StatementLine]) -> list[StatementLine]:
+    def _discount_lines(
+        self, state: PeriodState, lines: list[StatementLine]
+    ) -> list[StatementLine]:
         discounts: list[StatementLine] = []
         for discount in self.version.discounts:
             if discount.periods is not None and state.period_number > discount.periods:
                 continue
             scope = set(discount.applies_to)
-            base = sum(
-                (line.amount for line in lines if not scope or line.charge in scope), ZERO
-            )
+            base = sum((line.amount for line in lines if not scope or line.charge in scope), ZERO)
             if base <= 0:
                 continue
             if discount.kind is DiscountKind.percent:
                 amount = -self._round(base * discount.value / 100)
             else:
                 amount = -min(discount.value, base)
-            discounts.append(StatementLine(
-                line_id=f"discount/{discount.key}", kind=LineKind.discount,
-                description=discount.label, quantity=Decimal(1), unit="", unit_price=None,
-                amount_raw=amount, amount=amount,
-            ))
+            discounts.append(
+                StatementLine(
+                    line_id=f"discount/{discount.key}",
+                    kind=LineKind.discount,
+                    description=discount.label,
+                    quantity=Decimal(1),
+                    unit="",
+                    unit_price=None,
+                    amount_raw=amount,
+                    amount=amount,
+                )
+            )
         return discounts

@@ -127,7 +127,11 @@ class TariffVersion(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
                 zone(self.time_zone)
             except UnknownTimeZone:
                 raise ValueError(f"time_zone: unknown IANA time zone {self.time_zone!r}") from None
-        keys = [item.key for item in (*self.charges, *self.recurring_fees, *self.one_time_fees)]
+        keys: list[str] = [
+            *(charge.key for charge in self.charges),
+            *(fee.key for fee in self.recurring_fees),
+            *(fee.key for fee in self.one_time_fees),
+        ]
         duplicates = sorted({key for key in keys if keys.count(key) > 1})
         if duplicates:
             raise ValueError(f"charges: keys must be unique in a version: {duplicates}")
@@ -141,7 +145,9 @@ class TariffVersion(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
                     )
         for position, discount in enumerate(self.discounts):
             if discount.kind is DiscountKind.fixed and decimals_of(discount.value) > minor:
-                raise ValueError(f"discounts[{position}].value: {self.currency} has {minor} decimals")
+                raise ValueError(
+                    f"discounts[{position}].value: {self.currency} has {minor} decimals"
+                )
             unknown = [key for key in discount.applies_to if key not in keys]
             if unknown:
                 raise ValueError(f"discounts[{position}].applies_to: unknown keys {unknown}")
@@ -225,8 +231,13 @@ def charge_problems(charge: Charge, meter: Meter) -> list[tuple[str, str]]:
     found: list[tuple[str, str]] = []
     routed = isinstance(charge.price, TimeOfUse | ByAttribute)
     if charge.free_units and (routed or meter.group_by):
-        found.append(("free_units", "free units need a single bucket: no routing, no group_by; "
-                      "give each window or value an overage price instead"))
+        found.append(
+            (
+                "free_units",
+                "free units need a single bucket: no routing, no group_by; "
+                "give each window or value an overage price instead",
+            )
+        )
     if charge.time_basis is not None and meter.aggregation is not Aggregation.sum:
         found.append(("time_basis", "a time basis needs a sum meter"))
     if isinstance(charge.price, Percentage) and meter.aggregation is not Aggregation.sum:

@@ -17,10 +17,9 @@ from engine.pricing.overage import Overage
 from engine.pricing.package import Package
 from engine.pricing.per_unit import PerUnit
 from engine.pricing.percentage import Percentage
+from engine.pricing.simple import SimplePrice
 from engine.pricing.time_of_use import Schedule, TimeOfUse, TimeWindow, Weekday
 from engine.pricing.volume import Volume
-
-from engine.pricing.simple import SimplePrice
 
 Price = PerUnit | Graduated | Volume | Package | Overage | Percentage | TimeOfUse | ByAttribute
 

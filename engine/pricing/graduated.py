@@ -28,8 +28,9 @@ class Graduated(
     def amount(self, quantity: Decimal, events: int) -> Decimal:
         return self.marginal(_ZERO, quantity, 0, events)
 
-    def marginal(self, before: Decimal, after: Decimal, events_before: int,
-                 events_after: int) -> Decimal:
+    def marginal(
+        self, before: Decimal, after: Decimal, events_before: int, events_after: int
+    ) -> Decimal:
         """The price of the units in ``(before, after]``, walking only the tiers they touch."""
         if after < before:
             return -self.marginal(after, before, events_after, events_before)

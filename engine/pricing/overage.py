@@ -32,8 +32,9 @@ class Overage(
     def amount(self, quantity: Decimal, events: int) -> Decimal:
         return self.over(quantity) * self.unit_price
 
-    def marginal(self, before: Decimal, after: Decimal, events_before: int,
-                 events_after: int) -> Decimal:
+    def marginal(
+        self, before: Decimal, after: Decimal, events_before: int, events_after: int
+    ) -> Decimal:
         return (self.over(after) - self.over(before)) * self.unit_price
 
     def lines(self, quantity: Decimal, events: int) -> list[PriceLine]:

@@ -35,8 +35,9 @@ class Package(
     def amount(self, quantity: Decimal, events: int) -> Decimal:
         return self.packages(quantity) * self.package_price
 
-    def marginal(self, before: Decimal, after: Decimal, events_before: int,
-                 events_after: int) -> Decimal:
+    def marginal(
+        self, before: Decimal, after: Decimal, events_before: int, events_after: int
+    ) -> Decimal:
         return (self.packages(after) - self.packages(before)) * self.package_price
 
     def lines(self, quantity: Decimal, events: int) -> list[PriceLine]:

@@ -25,8 +25,9 @@ class PerUnit(
     def amount(self, quantity: Decimal, events: int) -> Decimal:
         return quantity * self.unit_price
 
-    def marginal(self, before: Decimal, after: Decimal, events_before: int,
-                 events_after: int) -> Decimal:
+    def marginal(
+        self, before: Decimal, after: Decimal, events_before: int, events_after: int
+    ) -> Decimal:
         return (after - before) * self.unit_price
 
     def lines(self, quantity: Decimal, events: int) -> list[PriceLine]:

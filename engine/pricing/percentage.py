@@ -36,8 +36,9 @@ class Percentage(
     def amount(self, quantity: Decimal, events: int) -> Decimal:
         return quantity * self.rate + events * self.fixed_fee
 
-    def marginal(self, before: Decimal, after: Decimal, events_before: int,
-                 events_after: int) -> Decimal:
+    def marginal(
+        self, before: Decimal, after: Decimal, events_before: int, events_after: int
+    ) -> Decimal:
         return (after - before) * self.rate + (events_after - events_before) * self.fixed_fee
 
     def lines(self, quantity: Decimal, events: int) -> list[PriceLine]:

@@ -55,9 +55,8 @@ class TimeWindow(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
 
     def __post_init__(self) -> None:
         start, end = _minute_of_day("start", self.start), _minute_of_day("end", self.end)
-        if start == end or (start == 0 and end == MINUTES_PER_DAY):
-            if start == end:
-                raise ValueError("end: a window must not be empty")
+        if start == end:
+            raise ValueError("end: a window must not be empty")
         if not self.days:
             raise ValueError("days: at least one weekday")
 
@@ -100,9 +99,7 @@ class TimeOfUse(
         for position, window in enumerate(self.windows):
             for minute in window.minutes():
                 if owner[minute] != self.default_name:
-                    raise ValueError(
-                        f"windows[{position}]: overlaps window {owner[minute]!r}"
-                    )
+                    raise ValueError(f"windows[{position}]: overlaps window {owner[minute]!r}")
                 owner[minute] = window.name
         return Schedule.from_minutes(owner)
 
@@ -156,9 +153,7 @@ class Schedule:
             if following < len(self.starts)
             else MINUTES_PER_WEEK + self.starts[0]
         )
-        week_start = local.replace(tzinfo=None, second=0, microsecond=0) - timedelta(
-            minutes=minute
-        )
+        week_start = local.replace(tzinfo=None, second=0, microsecond=0) - timedelta(minutes=minute)
         boundary_local = week_start + timedelta(minutes=change)
         boundary = _to_instant(boundary_local, zone, fold=0)
         if boundary <= instant:

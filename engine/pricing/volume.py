@@ -40,8 +40,9 @@ class Volume(
         _, tier = self.tier_reached(quantity)
         return quantity * tier.unit_price + tier.flat_fee
 
-    def marginal(self, before: Decimal, after: Decimal, events_before: int,
-                 events_after: int) -> Decimal:
+    def marginal(
+        self, before: Decimal, after: Decimal, events_before: int, events_after: int
+    ) -> Decimal:
         return self.amount(after, events_after) - self.amount(before, events_before)
 
     def lines(self, quantity: Decimal, events: int) -> list[PriceLine]:

@@ -1,0 +1,1 @@
+"""meterwerk's pure rating and accounting core. See README.md beside this file."""
