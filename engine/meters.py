@@ -25,7 +25,7 @@ from typing import Annotated, Final
 import msgspec
 
 from engine.instants import Instant
-from engine.numbers import ZERO, divide
+from engine.numbers import MAGNITUDE_MAX, ZERO, divide
 from engine.rejections import Rejection
 
 KEY_PATTERN: Final = r"^[a-z0-9][a-z0-9_.:-]{0,63}$"
@@ -124,10 +124,8 @@ def event_value(meter: Meter, event: Event) -> Decimal | Rejection:
             value = Decimal(text)
         except InvalidOperation:
             return Rejection.of("invalid_value", field, f"{text!r} is not a number")
-    if not value.is_finite() or abs(value) >= Decimal("1e15"):
-        return Rejection.of("invalid_value", field, "must be a finite number below 1e15")
-    if value < 0:
-        return Rejection.of("invalid_value", field, "must not be negative")
+    if not (value.is_finite() and ZERO <= value < MAGNITUDE_MAX):
+        return Rejection.of("invalid_value", field, "must be a non-negative number below 1e15")
     return value
 
 

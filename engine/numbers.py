@@ -111,9 +111,17 @@ def floor_div(numerator: Decimal, denominator: Decimal) -> int:
 
 
 def decimals_of(value: Decimal) -> int:
-    """How many digits ``value`` carries after the decimal point (0 for whole numbers)."""
-    exponent = value.normalize(_ROUNDING_CONTEXT).as_tuple().exponent
+    """How many digits ``value`` carries after the decimal point, trailing zeros aside.
+
+    Read from the digits themselves, not through a context, so that no digit is rounded away
+    before it is counted.
+    """
+    _, digits, exponent = value.as_tuple()
     assert isinstance(exponent, int), "finite decimals only"
+    position = len(digits)
+    while exponent < 0 and position > 0 and digits[position - 1] == 0:
+        position -= 1
+        exponent += 1
     return max(0, -exponent)
 
 

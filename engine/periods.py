@@ -203,6 +203,8 @@ def _fixed_length_seconds(spec: PeriodSpec) -> int:
     return spec.count * _SECONDS_PER_UNIT[spec.unit]
 
 
+# Sub-day periods sit on the hot path of per-second billing, so their origin is computed once.
+@functools.lru_cache(maxsize=1024)
 def _fixed_origin(spec: PeriodSpec, tz: ZoneInfo) -> Instant:
     return _local_to_instant(_origin_local(spec), tz)
 

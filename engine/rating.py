@@ -13,7 +13,7 @@ amounts therefore telescopes to the period's amount exactly, whatever the order 
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
@@ -97,6 +97,7 @@ class CompiledCharge:
         "attribute",
         "charge",
         "divisor",
+        "fast",
         "free_units",
         "key",
         "maximum",
@@ -130,6 +131,17 @@ class CompiledCharge:
         else:
             self.prices = {"": price}
             self.single = price
+        # One bucket, no routing, no conversion: the path most events take.
+        self.fast = (
+            self.single is not None
+            and not meter.group_by
+            and self.time_basis is None
+            and meter.unique_property is None
+        )
+
+    @property
+    def needs_check(self) -> bool:
+        return self.attribute is not None or self.meter.unique_property is not None
 
     # Checks come before any change, so that a rejected event changes nothing.
     def check(self, event: Event) -> Rejection | None:
@@ -152,6 +164,8 @@ class CompiledCharge:
         self, state: ChargeState, event: Event, value: Decimal, period_start: Instant
     ) -> Decimal:
         """Add the event and return the change in the charge's amount (its marginal amount)."""
+        if self.fast:
+            return self._apply_fast(state, event, value, period_start)
         group = self.meter.group(event.properties) if self.meter.group_by else ""
         unique = event.properties.get(self.meter.unique_property or "")
         touched: list[BucketState] = []
@@ -160,6 +174,36 @@ class CompiledCharge:
             bucket.aggregate.add(share, event.time, unique)
             touched.append(bucket)
         return self._reprice(state, touched, event.time)
+
+    def _apply_fast(
+        self, state: ChargeState, event: Event, value: Decimal, period_start: Instant
+    ) -> Decimal:
+        """:meth:`apply` and :meth:`_reprice` for a single bucket, written out for speed."""
+        bucket = state.buckets.get("")
+        if bucket is None:
+            bucket = self._bucket(state, "", "", period_start)
+        aggregate = bucket.aggregate
+        aggregate.add(value, event.time, None)
+        quantity = aggregate.quantity(event.time)
+        free = self.free_units
+        if free:
+            quantity = quantity - free if quantity > free else ZERO
+        events = aggregate.events
+        assert self.single is not None
+        change = self.single.marginal(
+            bucket.priced_quantity, quantity, bucket.priced_events, events
+        )
+        bucket.priced_quantity = quantity
+        bucket.priced_events = events
+        if not change:
+            return ZERO
+        bucket.amount += change
+        raw = state.raw_amount = state.raw_amount + change
+        maximum = self.maximum
+        charged = raw if maximum is None or raw <= maximum else maximum
+        marginal = charged - state.charged_amount
+        state.charged_amount = charged
+        return marginal
 
     def accrue(self, state: ChargeState, as_of: Instant) -> Decimal:
         """Bring every gauge of the charge up to ``as_of`` and return the added amount."""
@@ -229,7 +273,9 @@ class CompiledCharge:
             dimensions[name] = text
         return dimensions
 
-    def _reprice(self, state: ChargeState, buckets: list[BucketState], as_of: Instant) -> Decimal:
+    def _reprice(
+        self, state: ChargeState, buckets: Sequence[BucketState], as_of: Instant
+    ) -> Decimal:
         free = self.free_units
         for bucket in buckets:
             aggregate = bucket.aggregate
@@ -279,6 +325,7 @@ class PeriodRater:
         self.by_meter: dict[str, list[CompiledCharge]] = {}
         for compiled in self.charges:
             self.by_meter.setdefault(compiled.meter.key, []).append(compiled)
+        self.checked_meters = {c.meter.key for c in self.charges if c.needs_check}
         self.gauges = [c for c in self.charges if c.meter.aggregation is Aggregation.time_weighted]
 
     def period_at(self, instant: Instant) -> Period:
@@ -383,14 +430,15 @@ class PeriodRater:
             return Rejection.of("unknown_meter", "meter", f"no meter {event.meter!r}")
         meter = compiled_charges[0].meter
         value = event_value(meter, event)
-        if isinstance(value, Rejection):
+        if value.__class__ is not Decimal:
             return value
-        if not meter.matches(event.properties):
+        if meter.filters and not meter.matches(event.properties):
             return ZERO
-        for compiled in compiled_charges:
-            rejection = compiled.check(event)
-            if rejection is not None:
-                return rejection
+        if event.meter in self.checked_meters:
+            for compiled in compiled_charges:
+                rejection = compiled.check(event)
+                if rejection is not None:
+                    return rejection
         marginal = ZERO
         charges = state.charges
         for compiled in compiled_charges:

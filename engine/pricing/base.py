@@ -30,7 +30,7 @@ def check_price(field: str, value: Decimal, *, allow_negative: bool = False) -> 
         raise ValueError(f"{field}: must be a finite number")
     if value < 0 and not allow_negative:
         raise ValueError(f"{field}: must not be negative")
-    if abs(value) >= MAGNITUDE_MAX:
+    if value.copy_abs() >= MAGNITUDE_MAX:
         raise ValueError(f"{field}: must be less than {MAGNITUDE_MAX:f}")
     if decimals_of(value) > PRICE_DECIMALS_MAX:
         raise ValueError(f"{field}: at most {PRICE_DECIMALS_MAX} decimal places")

@@ -4,10 +4,11 @@ once, when usage first enters the tier."""
 from __future__ import annotations
 
 from decimal import Decimal
+from functools import cached_property
 
 import msgspec
 
-from engine.pricing.base import PriceLine, Tier, check_tiers
+from engine.pricing.base import PriceLine, Tier, check_tiers, tier_bounds
 
 _ZERO = Decimal(0)
 
@@ -19,11 +20,20 @@ class Graduated(
     forbid_unknown_fields=True,
     tag_field="model",
     tag="graduated",
+    dict=True,
 ):
     tiers: list[Tier]
 
     def __post_init__(self) -> None:
         check_tiers(self.tiers)
+
+    @cached_property
+    def bands(self) -> tuple[tuple[Decimal, Decimal | None, Decimal, Decimal], ...]:
+        """Each tier as ``(lower, upper, unit_price, flat_fee)``, computed once."""
+        return tuple(
+            (lower, upper, tier.unit_price, tier.flat_fee)
+            for (lower, upper), tier in zip(tier_bounds(self.tiers), self.tiers, strict=True)
+        )
 
     def amount(self, quantity: Decimal, events: int) -> Decimal:
         return self.marginal(_ZERO, quantity, 0, events)
@@ -35,22 +45,15 @@ class Graduated(
         if after < before:
             return -self.marginal(after, before, events_after, events_before)
         total = _ZERO
-        lower = _ZERO
-        for tier in self.tiers:
-            upper = tier.up_to
+        for lower, upper, unit_price, flat_fee in self.bands:
             if upper is not None and upper <= before:
-                lower = upper
                 continue
             if lower >= after:
                 break
             top = after if upper is None or after < upper else upper
-            bottom = before if before > lower else lower
-            total += (top - bottom) * tier.unit_price
+            total += (top - (before if before > lower else lower)) * unit_price
             if before <= lower:
-                total += tier.flat_fee
-            if upper is None:
-                break
-            lower = upper
+                total += flat_fee
         return total
 
     def lines(self, quantity: Decimal, events: int) -> list[PriceLine]:
