@@ -52,6 +52,17 @@ class TimeUnit(StrEnum):
     day = "day"
 
 
+class GaugeUnit(StrEnum):
+    """The unit of time a gauge is integrated in. ``period`` averages over the billing period:
+    100 GB kept for half of a month is 50 GB-months, whatever the month's length."""
+
+    second = "second"
+    minute = "minute"
+    hour = "hour"
+    day = "day"
+    period = "period"
+
+
 UNIT_SECONDS: Final = {
     TimeUnit.second: 1,
     TimeUnit.minute: 60,
@@ -67,7 +78,7 @@ class Meter(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     name: str = ""
     value_property: PropertyName | None = None
     unique_property: PropertyName | None = None
-    time_unit: TimeUnit | None = None
+    time_unit: GaugeUnit | None = None
     filters: dict[PropertyName, tuple[PropertyValue, ...]] = {}
     group_by: tuple[PropertyName, ...] = ()
 
@@ -254,8 +265,11 @@ class TimeWeightedState(msgspec.Struct, tag="time_weighted", kw_only=True):
 AggregateState = CountState | SumState | MaxState | LatestState | UniqueState | TimeWeightedState
 
 
-def new_state(meter: Meter, period_start: Instant, opening: Decimal = ZERO) -> AggregateState:
-    """A fresh state for a period; a gauge carries its value over from the last period."""
+def new_state(
+    meter: Meter, start: Instant, period_seconds: int, opening: Decimal = ZERO
+) -> AggregateState:
+    """A fresh state for a period from ``start`` on; a gauge carries its value over from the
+    last period as ``opening``."""
     match meter.aggregation:
         case Aggregation.count:
             return CountState()
@@ -268,7 +282,7 @@ def new_state(meter: Meter, period_start: Instant, opening: Decimal = ZERO) -> A
         case Aggregation.unique_count:
             return UniqueState()
         case Aggregation.time_weighted:
-            assert meter.time_unit is not None
-            return TimeWeightedState(
-                start=period_start, unit_seconds=UNIT_SECONDS[meter.time_unit], opening=opening
-            )
+            unit = meter.time_unit
+            assert unit is not None
+            seconds = period_seconds if unit is GaugeUnit.period else UNIT_SECONDS[TimeUnit(unit)]
+            return TimeWeightedState(start=start, unit_seconds=seconds, opening=opening)

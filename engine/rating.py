@@ -160,28 +160,26 @@ class CompiledCharge:
             )
         return None
 
-    def apply(
-        self, state: ChargeState, event: Event, value: Decimal, period_start: Instant
-    ) -> Decimal:
+    def apply(self, state: ChargeState, event: Event, value: Decimal, period: Period) -> Decimal:
         """Add the event and return the change in the charge's amount (its marginal amount)."""
         if self.fast:
-            return self._apply_fast(state, event, value, period_start)
+            return self._apply_fast(state, event, value, period)
         group = self.meter.group(event.properties) if self.meter.group_by else ""
         unique = event.properties.get(self.meter.unique_property or "")
         touched: list[BucketState] = []
         for route, share in self._shares(event, value):
-            bucket = self._bucket(state, route, group, period_start)
+            bucket = self._bucket(state, route, group, period)
             bucket.aggregate.add(share, event.time, unique)
             touched.append(bucket)
         return self._reprice(state, touched, event.time)
 
     def _apply_fast(
-        self, state: ChargeState, event: Event, value: Decimal, period_start: Instant
+        self, state: ChargeState, event: Event, value: Decimal, period: Period
     ) -> Decimal:
         """:meth:`apply` and :meth:`_reprice` for a single bucket, written out for speed."""
         bucket = state.buckets.get("")
         if bucket is None:
-            bucket = self._bucket(state, "", "", period_start)
+            bucket = self._bucket(state, "", "", period)
         aggregate = bucket.aggregate
         aggregate.add(value, event.time, None)
         quantity = aggregate.quantity(event.time)
@@ -248,14 +246,12 @@ class CompiledCharge:
         shares.append((pieces[-1][0], remaining))
         return shares
 
-    def _bucket(
-        self, state: ChargeState, route: str, group: str, period_start: Instant
-    ) -> BucketState:
+    def _bucket(self, state: ChargeState, route: str, group: str, period: Period) -> BucketState:
         key = f"{route}|{group}" if route and group else route or group
         bucket = state.buckets.get(key)
         if bucket is None:
             bucket = BucketState(
-                aggregate=new_state(self.meter, period_start),
+                aggregate=new_state(self.meter, period.start, period.end - period.start),
                 route=route,
                 dimensions=self._dimensions(route, group),
             )
@@ -393,7 +389,12 @@ class PeriodRater:
                 aggregate = bucket.aggregate
                 assert isinstance(aggregate, TimeWeightedState)
                 charge_state.buckets[key] = BucketState(
-                    aggregate=new_state(compiled.meter, start, aggregate.closing_value()),
+                    aggregate=new_state(
+                        compiled.meter,
+                        start,
+                        state.period.end - state.period.start,
+                        aggregate.closing_value(),
+                    ),
                     route=bucket.route,
                     dimensions=dict(bucket.dimensions),
                 )
@@ -445,7 +446,7 @@ class PeriodRater:
             charge_state = charges.get(compiled.key)
             if charge_state is None:
                 charge_state = charges[compiled.key] = ChargeState()
-            marginal += compiled.apply(charge_state, event, value, state.period.start)
+            marginal += compiled.apply(charge_state, event, value, state.period)
         state.charged_live += marginal
         return marginal
 
@@ -574,10 +575,13 @@ class PeriodRater:
     ) -> list[StatementLine]:
         charge = compiled.charge
         lines: list[StatementLine] = []
-        for bucket_key in sorted(state.buckets) if state else ():
-            assert state is not None
-            bucket = state.buckets[bucket_key]
-            lines.extend(self._bucket_lines(compiled, bucket_key, bucket))
+        buckets = state.buckets if state else {}
+        if not buckets and compiled.fast:
+            # A charge without usage still shows its lines, at zero, on the statement.
+            empty = BucketState(aggregate=new_state(compiled.meter, 0, 1))
+            lines.extend(self._bucket_lines(compiled, "", empty))
+        for bucket_key in sorted(buckets):
+            lines.extend(self._bucket_lines(compiled, bucket_key, buckets[bucket_key]))
         usage = sum((line.amount for line in lines), ZERO)
         raw = state.raw_amount if state else ZERO
         charged = state.charged_amount if state else ZERO
