@@ -29,6 +29,11 @@ PRICE_DECIMALS_MAX: Final = 12
 QUANTITY_DECIMALS_MAX: Final = 9
 MAGNITUDE_MAX: Final = Decimal("1e15")
 
+# Division traps a zero divisor like any other fault; it rounds, deliberately, without a trap.
+_DIVISION_CONTEXT: Final = decimal.Context(
+    prec=PRECISION_DIGITS, traps=[decimal.InvalidOperation, decimal.DivisionByZero]
+)
+
 # Deliberate rounding uses its own context so that a trap on Inexact in the ambient context
 # (as the tests set) does not fire for the roundings the engine means to make.
 _ROUNDING_CONTEXT: Final = decimal.Context(prec=PRECISION_DIGITS, traps=[])
@@ -90,7 +95,7 @@ def round_amount(amount: Decimal, minor_units: int, mode: RoundingMode) -> Decim
 
 def divide(numerator: Decimal | int, denominator: Decimal | int) -> Decimal:
     """Divide, rounding half-even at the 18th decimal place when the quotient is not exact."""
-    quotient = _ROUNDING_CONTEXT.divide(Decimal(numerator), Decimal(denominator))
+    quotient = _DIVISION_CONTEXT.divide(Decimal(numerator), Decimal(denominator))
     if quotient.as_tuple().exponent >= -18:  # type: ignore[operator]
         return quotient
     return quotient.quantize(
@@ -99,15 +104,18 @@ def divide(numerator: Decimal | int, denominator: Decimal | int) -> Decimal:
 
 
 def ceil_div(numerator: Decimal, denominator: Decimal) -> int:
-    """The smallest whole number n with n * denominator >= numerator (for positive values)."""
-    whole = int(_ROUNDING_CONTEXT.divide_int(numerator, denominator))
+    """The smallest whole number n with n * denominator >= numerator (non-negative values)."""
+    assert numerator >= 0 and denominator > 0, "ceil_div is for non-negative quantities"
+    whole = int(_DIVISION_CONTEXT.divide_int(numerator, denominator))
     if whole * denominator < numerator:
         whole += 1
     return whole
 
 
 def floor_div(numerator: Decimal, denominator: Decimal) -> int:
-    return int(_ROUNDING_CONTEXT.divide_int(numerator, denominator))
+    """The largest whole number n with n * denominator <= numerator (non-negative values)."""
+    assert numerator >= 0 and denominator > 0, "floor_div is for non-negative quantities"
+    return int(_DIVISION_CONTEXT.divide_int(numerator, denominator))
 
 
 def decimals_of(value: Decimal) -> int:
@@ -118,6 +126,8 @@ def decimals_of(value: Decimal) -> int:
     """
     _, digits, exponent = value.as_tuple()
     assert isinstance(exponent, int), "finite decimals only"
+    if not any(digits):
+        return 0
     position = len(digits)
     while exponent < 0 and position > 0 and digits[position - 1] == 0:
         position -= 1

@@ -66,11 +66,11 @@ class Graduated(
             top = quantity if upper is None or quantity < upper else upper
             in_tier = top - lower if top > lower else _ZERO
             flat = tier.flat_fee if in_tier > 0 else _ZERO
-            bound = "and above" if upper is None else f"to {upper}"
+            span = f"above {lower}" if upper is None else f"{lower} to {upper}"
             lines.append(
                 PriceLine(
                     key=f"tier-{number}",
-                    description=f"tier {number}: above {lower} {bound}",
+                    description=f"tier {number}: {span}",
                     quantity=in_tier,
                     unit_price=tier.unit_price,
                     flat_amount=flat,

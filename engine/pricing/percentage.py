@@ -46,7 +46,7 @@ class Percentage(
         return [
             PriceLine(
                 key="percentage",
-                description=f"{self.rate * 100}% of {quantity}",
+                description=f"{(self.rate * 100).normalize():f} % of {quantity}",
                 quantity=quantity,
                 unit_price=self.rate,
                 flat_amount=_ZERO,

@@ -55,6 +55,8 @@ class TimeWindow(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
 
     def __post_init__(self) -> None:
         start, end = _minute_of_day("start", self.start), _minute_of_day("end", self.end)
+        if start == MINUTES_PER_DAY:
+            raise ValueError("start: 24:00 ends a day; a window starts at 00:00")
         if start == end:
             raise ValueError("end: a window must not be empty")
         if not self.days:
@@ -155,13 +157,52 @@ class Schedule:
         )
         week_start = local.replace(tzinfo=None, second=0, microsecond=0) - timedelta(minutes=minute)
         boundary_local = week_start + timedelta(minutes=change)
-        boundary = _to_instant(boundary_local, zone, fold=0)
+        boundary = _first_instant_at(boundary_local, zone)
         if boundary <= instant:
             boundary = _to_instant(boundary_local, zone, fold=1)
         if boundary <= instant:
             # A boundary swallowed by a daylight-saving jump: move on a minute at a time.
             boundary = instant - instant % 60 + 60
+        # Where the clock changes before that boundary, stop there: the wall time then jumps
+        # and the window must be looked up afresh (the repeated hour when it falls back).
+        offset = local.utcoffset()
+        if datetime.fromtimestamp(boundary - 1, zone).utcoffset() != offset:
+            boundary = _offset_change(instant, boundary - 1, offset, zone)
         return self.names[index], boundary
+
+
+def _first_instant_at(local: datetime, zone: ZoneInfo) -> int:
+    """The first instant whose local wall time is ``local`` or later.
+
+    Normally that is ``local`` itself (the first of two, where the clock falls back). A wall
+    time the clock skips (02:30 when it jumps from 02:00 to 03:00) is reached at the jump.
+    """
+    candidate = _to_instant(local, zone, fold=0)
+    if _wall_time(candidate, zone) == local:
+        return candidate
+    low, high = _to_instant(local, zone, fold=1), candidate
+    while high - low > 1:
+        middle = (low + high) // 2
+        if _wall_time(middle, zone) >= local:
+            high = middle
+        else:
+            low = middle
+    return high
+
+
+def _offset_change(low: int, high: int, offset: timedelta | None, zone: ZoneInfo) -> int:
+    """The first instant in ``(low, high]`` whose UTC offset is no longer ``offset``."""
+    while high - low > 1:
+        middle = (low + high) // 2
+        if datetime.fromtimestamp(middle, zone).utcoffset() == offset:
+            low = middle
+        else:
+            high = middle
+    return high
+
+
+def _wall_time(instant: int, zone: ZoneInfo) -> datetime:
+    return datetime.fromtimestamp(instant, zone).replace(tzinfo=None)
 
 
 def _minute_of_week(local: datetime) -> int:

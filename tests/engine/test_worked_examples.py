@@ -27,16 +27,20 @@ MONTH_START = parse("2024-03-01T00:00:00+01:00")
 def catalog(meters: list[dict[str, Any]], **version: Any) -> tuple[PeriodRater, Catalog]:
     document = {
         "meters": meters,
-        "tariffs": [{
-            "key": "plan",
-            "versions": [{
-                "version": 1,
-                "effective_from": "2024-01-01T00:00:00Z",
-                "currency": "EUR",
-                "period": {"unit": "month"},
-                **version,
-            }],
-        }],
+        "tariffs": [
+            {
+                "key": "plan",
+                "versions": [
+                    {
+                        "version": 1,
+                        "effective_from": "2024-01-01T00:00:00Z",
+                        "currency": "EUR",
+                        "period": {"unit": "month"},
+                        **version,
+                    }
+                ],
+            }
+        ],
     }
     decoded = msgspec.convert(document, Catalog)
     tariff = decoded.tariff("plan")
@@ -49,9 +53,7 @@ def rate_month(engine: PeriodRater, usage: list[dict[str, Any]]) -> Statement:
     state, _ = engine.open(period)
     for number, item in enumerate(usage):
         when = item.pop("at", "2024-03-04T10:00:00+01:00")
-        event = msgspec.convert(
-            {"id": f"e{number}", "time": parse(when), **item}, Event
-        )
+        event = msgspec.convert({"id": f"e{number}", "time": parse(when), **item}, Event)
         result = engine.rate(state, event)
         assert isinstance(result, Decimal), result
     return engine.close(state)
@@ -66,28 +68,40 @@ def test_cloud_compute_cpu_hours_storage_and_transfer() -> None:
     engine, _ = catalog(
         meters=[
             {"key": "cpu", "unit": "vCPU", "aggregation": "sum"},
-            {"key": "storage", "unit": "GB", "aggregation": "time_weighted",
-             "time_unit": "period"},
+            {"key": "storage", "unit": "GB", "aggregation": "time_weighted", "time_unit": "period"},
             {"key": "transfer", "unit": "GB", "aggregation": "sum"},
         ],
         charges=[
-            {"key": "cpu", "meter": "cpu", "time_basis": {"unit": "hour"},
-             "price": {"model": "per_unit", "unit_price": "0.05"}},
-            {"key": "storage", "meter": "storage",
-             "price": {"model": "per_unit", "unit_price": "0.01"}},
-            {"key": "transfer", "meter": "transfer",
-             "price": {"model": "per_unit", "unit_price": "0.02"}},
+            {
+                "key": "cpu",
+                "meter": "cpu",
+                "time_basis": {"unit": "hour"},
+                "price": {"model": "per_unit", "unit_price": "0.05"},
+            },
+            {
+                "key": "storage",
+                "meter": "storage",
+                "price": {"model": "per_unit", "unit_price": "0.01"},
+            },
+            {
+                "key": "transfer",
+                "meter": "transfer",
+                "price": {"model": "per_unit", "unit_price": "0.02"},
+            },
         ],
     )
-    statement = rate_month(engine, [
-        # 4 vCPUs for 10.5 hours and 2 vCPUs for 45 minutes: 42 + 1.5 = 43.5 CPU-hours.
-        {"meter": "cpu", "quantity": "4", "duration_seconds": 37_800},
-        {"meter": "cpu", "quantity": "2", "duration_seconds": 2_700},
-        # 200 GB stored all month, then 300 GB from the middle of the month on.
-        {"meter": "storage", "quantity": "200", "at": "2024-03-01T00:00:00+01:00"},
-        {"meter": "storage", "quantity": "500", "at": "2024-03-16T12:00:00+01:00"},
-        {"meter": "transfer", "quantity": "120.5"},
-    ])
+    statement = rate_month(
+        engine,
+        [
+            # 4 vCPUs for 10.5 hours and 2 vCPUs for 45 minutes: 42 + 1.5 = 43.5 CPU-hours.
+            {"meter": "cpu", "quantity": "4", "duration_seconds": 37_800},
+            {"meter": "cpu", "quantity": "2", "duration_seconds": 2_700},
+            # 200 GB stored all month, then 300 GB from the middle of the month on.
+            {"meter": "storage", "quantity": "200", "at": "2024-03-01T00:00:00+01:00"},
+            {"meter": "storage", "quantity": "500", "at": "2024-03-16T12:00:00+01:00"},
+            {"meter": "transfer", "quantity": "120.5"},
+        ],
+    )
     lines = amounts(statement)
     assert lines["cpu/units"] == Decimal("2.18")  # 43.5 h x 0.05 = 2.175, half up
     # 200 GB for 372 of 743 hours, 500 GB for the remaining 371: 349.798… GB-months.
@@ -118,9 +132,12 @@ def test_telecom_pay_as_you_go(
             {"key": "data", "unit": "MB", "aggregation": "sum"},
         ],
         charges=[
-            {"key": "calls", "meter": "calls",
-             "time_basis": {"unit": "minute", "rounding": rounding},
-             "price": {"model": "per_unit", "unit_price": "0.10"}},
+            {
+                "key": "calls",
+                "meter": "calls",
+                "time_basis": {"unit": "minute", "rounding": rounding},
+                "price": {"model": "per_unit", "unit_price": "0.10"},
+            },
             {"key": "sms", "meter": "sms", "price": {"model": "per_unit", "unit_price": "0.01"}},
             {"key": "data", "meter": "data", "price": {"model": "per_unit", "unit_price": "0.05"}},
         ],
@@ -130,8 +147,11 @@ def test_telecom_pay_as_you_go(
     usage += [{"meter": "data", "quantity": "512.3"}]
     statement = rate_month(engine, usage)
     calls = statement.line("calls/units")
-    assert (calls.quantity, calls.unit, calls.amount) == (expected_minutes, "minute",
-                                                        expected_amount)
+    assert (calls.quantity, calls.unit, calls.amount) == (
+        expected_minutes,
+        "minute",
+        expected_amount,
+    )
     assert statement.line("sms/units").amount == Decimal("0.37")
     assert statement.line("data/units").amount == Decimal("25.62")  # 25.615 half up
     assert statement.total == expected_amount + Decimal("0.37") + Decimal("25.62")
@@ -141,30 +161,44 @@ def test_energy_peak_and_off_peak() -> None:
     """0.15 EUR/kWh on weekdays 08:00–20:00 local time, 0.08 EUR/kWh otherwise."""
     engine, _ = catalog(
         meters=[{"key": "energy", "unit": "kWh", "aggregation": "sum"}],
-        charges=[{
-            "key": "energy", "meter": "energy",
-            "price": {
-                "model": "time_of_use",
-                "default_name": "off_peak",
-                "default": {"model": "per_unit", "unit_price": "0.08"},
-                "windows": [{
-                    "name": "peak", "start": "08:00", "end": "20:00",
-                    "days": ["mon", "tue", "wed", "thu", "fri"],
-                    "price": {"model": "per_unit", "unit_price": "0.15"},
-                }],
-            },
-        }],
+        charges=[
+            {
+                "key": "energy",
+                "meter": "energy",
+                "price": {
+                    "model": "time_of_use",
+                    "default_name": "off_peak",
+                    "default": {"model": "per_unit", "unit_price": "0.08"},
+                    "windows": [
+                        {
+                            "name": "peak",
+                            "start": "08:00",
+                            "end": "20:00",
+                            "days": ["mon", "tue", "wed", "thu", "fri"],
+                            "price": {"model": "per_unit", "unit_price": "0.15"},
+                        }
+                    ],
+                },
+            }
+        ],
     )
-    statement = rate_month(engine, [
-        # Monday 4 March: 10 kWh at noon (peak), 6 kWh at 23:00 (off-peak).
-        {"meter": "energy", "quantity": "10", "at": "2024-03-04T12:00:00+01:00"},
-        {"meter": "energy", "quantity": "6", "at": "2024-03-04T23:00:00+01:00"},
-        # Saturday: 20 kWh at noon, off-peak all weekend.
-        {"meter": "energy", "quantity": "20", "at": "2024-03-09T12:00:00+01:00"},
-        # 12 kWh drawn evenly 19:00–21:00 on a Tuesday: 6 peak, 6 off-peak, split to the second.
-        {"meter": "energy", "quantity": "12", "at": "2024-03-05T19:00:00+01:00",
-         "duration_seconds": 7_200},
-    ])
+    statement = rate_month(
+        engine,
+        [
+            # Monday 4 March: 10 kWh at noon (peak), 6 kWh at 23:00 (off-peak).
+            {"meter": "energy", "quantity": "10", "at": "2024-03-04T12:00:00+01:00"},
+            {"meter": "energy", "quantity": "6", "at": "2024-03-04T23:00:00+01:00"},
+            # Saturday: 20 kWh at noon, off-peak all weekend.
+            {"meter": "energy", "quantity": "20", "at": "2024-03-09T12:00:00+01:00"},
+            # 12 kWh drawn evenly 19:00–21:00 on a Tuesday: 6 peak, 6 off-peak, split to the second.
+            {
+                "meter": "energy",
+                "quantity": "12",
+                "at": "2024-03-05T19:00:00+01:00",
+                "duration_seconds": 7_200,
+            },
+        ],
+    )
     assert statement.line("energy/peak/units").quantity == Decimal(16)
     assert statement.line("energy/peak/units").amount == Decimal("2.40")
     assert statement.line("energy/off_peak/units").quantity == Decimal(32)
@@ -176,16 +210,30 @@ def test_saas_per_user_and_per_active_project() -> None:
     """10 EUR per user and 5 EUR per active project per month."""
     engine, _ = catalog(
         meters=[
-            {"key": "active_users", "unit": "user", "aggregation": "unique_count",
-             "unique_property": "user_id"},
-            {"key": "active_projects", "unit": "project", "aggregation": "unique_count",
-             "unique_property": "project_id"},
+            {
+                "key": "active_users",
+                "unit": "user",
+                "aggregation": "unique_count",
+                "unique_property": "user_id",
+            },
+            {
+                "key": "active_projects",
+                "unit": "project",
+                "aggregation": "unique_count",
+                "unique_property": "project_id",
+            },
         ],
         charges=[
-            {"key": "users", "meter": "active_users",
-             "price": {"model": "per_unit", "unit_price": "10"}},
-            {"key": "projects", "meter": "active_projects",
-             "price": {"model": "per_unit", "unit_price": "5"}},
+            {
+                "key": "users",
+                "meter": "active_users",
+                "price": {"model": "per_unit", "unit_price": "10"},
+            },
+            {
+                "key": "projects",
+                "meter": "active_projects",
+                "price": {"model": "per_unit", "unit_price": "5"},
+            },
         ],
     )
     usage = [
@@ -216,10 +264,13 @@ def test_api_plan_with_an_included_allowance(calls: int, overage: Decimal, total
     """A 29 EUR plan includes 10,000 calls; every call above costs 0.002 EUR."""
     engine, _ = catalog(
         meters=[{"key": "api_calls", "unit": "call", "aggregation": "count"}],
-        charges=[{
-            "key": "calls", "meter": "api_calls",
-            "price": {"model": "overage", "included": "10000", "unit_price": "0.002"},
-        }],
+        charges=[
+            {
+                "key": "calls",
+                "meter": "api_calls",
+                "price": {"model": "overage", "included": "10000", "unit_price": "0.002"},
+            }
+        ],
         recurring_fees=[{"key": "plan", "name": "API plan", "amount": "29"}],
     )
     period = engine.period_at(MONTH_START)
@@ -239,21 +290,32 @@ def test_statement_with_tier_lines_and_a_maximum_price_line() -> None:
     its own line and the cap is a line of its own, as the product documents show."""
     engine, _ = catalog(
         meters=[{"key": "surveys", "unit": "transaction", "aggregation": "count"}],
-        charges=[{
-            "key": "surveys", "meter": "surveys", "name": "Survey transactions",
-            "maximum_amount": "20.00",
-            "price": {"model": "graduated", "tiers": [
-                {"up_to": "10", "unit_price": "0.96"},
-                {"up_to": "20", "unit_price": "0.80"},
-                {"up_to": None, "unit_price": "0.50"},
-            ]},
-        }],
+        charges=[
+            {
+                "key": "surveys",
+                "meter": "surveys",
+                "name": "Survey transactions",
+                "maximum_amount": "20.00",
+                "price": {
+                    "model": "graduated",
+                    "tiers": [
+                        {"up_to": "10", "unit_price": "0.96"},
+                        {"up_to": "20", "unit_price": "0.80"},
+                        {"up_to": None, "unit_price": "0.50"},
+                    ],
+                },
+            }
+        ],
     )
     statement = rate_month(engine, [{"meter": "surveys"} for _ in range(25)])
     lines = {line.line_id: line for line in statement.lines}
-    assert [(lines[key].quantity, lines[key].amount) for key in
-            ("surveys/tier-1", "surveys/tier-2", "surveys/tier-3")] == [
-        (10, Decimal("9.60")), (10, Decimal("8.00")), (5, Decimal("2.50")),
+    assert [
+        (lines[key].quantity, lines[key].amount)
+        for key in ("surveys/tier-1", "surveys/tier-2", "surveys/tier-3")
+    ] == [
+        (10, Decimal("9.60")),
+        (10, Decimal("8.00")),
+        (5, Decimal("2.50")),
     ]
     cap = lines["surveys/maximum"]
     assert cap.kind is LineKind.maximum
@@ -266,10 +328,14 @@ def test_statement_with_tier_lines_and_a_maximum_price_line() -> None:
 def test_a_minimum_charge_tops_up_a_quiet_month() -> None:
     engine, _ = catalog(
         meters=[{"key": "api_calls", "unit": "call", "aggregation": "count"}],
-        charges=[{
-            "key": "calls", "meter": "api_calls", "minimum_amount": "5.00",
-            "price": {"model": "per_unit", "unit_price": "0.01"},
-        }],
+        charges=[
+            {
+                "key": "calls",
+                "meter": "api_calls",
+                "minimum_amount": "5.00",
+                "price": {"model": "per_unit", "unit_price": "0.01"},
+            }
+        ],
     )
     statement = rate_month(engine, [{"meter": "api_calls"} for _ in range(120)])
     assert statement.line("calls/units").amount == Decimal("1.20")
