@@ -17,6 +17,7 @@ names one. ``filters`` keep only events whose properties have one of the listed 
 
 from __future__ import annotations
 
+import decimal
 from bisect import bisect_right
 from decimal import Decimal, InvalidOperation
 from enum import Enum, StrEnum
@@ -25,7 +26,7 @@ from typing import Annotated, Final
 import msgspec
 
 from engine.instants import Instant
-from engine.numbers import MAGNITUDE_MAX, ZERO, divide
+from engine.numbers import MAGNITUDE_MAX, QUANTITY_DECIMALS_MAX, ZERO, divide
 from engine.rejections import Rejection
 
 KEY_PATTERN: Final = r"^[a-z0-9][a-z0-9_.:-]{0,63}$"
@@ -33,6 +34,9 @@ Key = Annotated[str, msgspec.Meta(pattern=KEY_PATTERN)]
 PropertyName = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 PropertyValue = Annotated[str, msgspec.Meta(max_length=256)]
 EVENT_ID_LENGTH_MAX: Final = 128
+# A value with more decimals than the engine carries has a fraction left after this scaling.
+_QUANTUM_INVERSE: Final = Decimal(10) ** QUANTITY_DECIMALS_MAX
+_EXACT: Final = decimal.Context(prec=60, traps=[decimal.Inexact, decimal.InvalidOperation])
 
 
 class Aggregation(Enum):
@@ -137,6 +141,14 @@ def event_value(meter: Meter, event: Event) -> Decimal | Rejection:
             return Rejection.of("invalid_value", field, f"{text!r} is not a number")
     if not (value.is_finite() and ZERO <= value < MAGNITUDE_MAX):
         return Rejection.of("invalid_value", field, "must be a non-negative number below 1e15")
+    try:
+        fraction = _EXACT.multiply(value, _QUANTUM_INVERSE) % 1
+    except decimal.Inexact:  # more significant digits than the engine carries
+        fraction = Decimal(1)
+    if fraction:
+        return Rejection.of(
+            "invalid_value", field, f"at most {QUANTITY_DECIMALS_MAX} decimal places"
+        )
     return value
 
 
@@ -195,8 +207,8 @@ class LatestState(msgspec.Struct, tag="latest", kw_only=True):
 
 
 class UniqueState(msgspec.Struct, tag="unique_count", kw_only=True):
-    """Distinct values seen in the period. Memory grows with the number of distinct values;
-    a period holds at most ``UNIQUE_VALUES_MAX`` of them per bucket."""
+    """Distinct values seen in the period. Memory grows with the number of distinct values
+    (about 60 bytes each): a million active users in a period cost about 60 MB."""
 
     events: int = 0
     values: set[str] = msgspec.field(default_factory=set)
@@ -208,9 +220,6 @@ class UniqueState(msgspec.Struct, tag="unique_count", kw_only=True):
 
     def quantity(self, as_of: Instant) -> Decimal:
         return Decimal(len(self.values))
-
-
-UNIQUE_VALUES_MAX: Final = 1_000_000
 
 
 class TimeWeightedState(msgspec.Struct, tag="time_weighted", kw_only=True):

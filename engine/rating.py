@@ -26,6 +26,7 @@ from engine.meters import (
     Aggregation,
     Event,
     Meter,
+    SumState,
     TimeWeightedState,
     event_value,
     new_state,
@@ -69,6 +70,13 @@ class OneTimeItem(msgspec.Struct, frozen=True, kw_only=True):
     at: Instant
 
 
+class Attribution(msgspec.Struct, kw_only=True, array_like=True):
+    """What one sub-tenant contributed to one charge: event values and marginal amounts."""
+
+    quantity: Decimal = ZERO
+    amount: Decimal = ZERO
+
+
 class PeriodState(msgspec.Struct, kw_only=True):
     period: Period
     tariff: str
@@ -79,6 +87,8 @@ class PeriodState(msgspec.Struct, kw_only=True):
     one_time: list[OneTimeItem] = msgspec.field(default_factory=list)
     charged_live: Decimal = ZERO
     """The sum of every amount this state has handed out: what the account has posted."""
+    breakdown: dict[str, dict[str, Attribution]] = msgspec.field(default_factory=dict)
+    """Marginal amounts by the sub-tenant that caused them, then by charge."""
 
 
 class LateRating(msgspec.Struct, frozen=True, kw_only=True):
@@ -203,6 +213,51 @@ class CompiledCharge:
         state.charged_amount = charged
         return marginal
 
+    def peek(
+        self, state: ChargeState | None, value: Decimal, ahead: Decimal = ZERO
+    ) -> Decimal | None:
+        """The marginal amount of one more event of ``value`` after ``ahead`` units, without
+        changing anything, for single-bucket counts and sums; None where only rating a copy
+        can tell."""
+        if not self.fast:
+            return None
+        aggregation = self.meter.aggregation
+        if aggregation is not Aggregation.sum and aggregation is not Aggregation.count:
+            return None
+        bucket = state.buckets.get("") if state is not None else None
+        if bucket is None:
+            priced, priced_events, events, total = ZERO, 0, 0, ZERO
+        else:
+            aggregate = bucket.aggregate
+            priced, priced_events = bucket.priced_quantity, bucket.priced_events
+            events = aggregate.events
+            total = aggregate.total if isinstance(aggregate, SumState) else ZERO
+        if aggregation is Aggregation.sum:
+            before, after = total + ahead, total + ahead + value
+            events_before = events + (1 if ahead else 0)
+        else:
+            events_before = events + int(ahead)
+            before, after = Decimal(events_before), Decimal(events_before + 1)
+        before, after = self._after_free(before), self._after_free(after)
+        model = self.single
+        assert model is not None
+        raw = state.raw_amount if state is not None else ZERO
+        if ahead:
+            raw += model.marginal(priced, before, priced_events, events_before)
+        charged_before = self._capped(raw)
+        raw += model.marginal(before, after, events_before, events_before + 1)
+        return self._capped(raw) - charged_before
+
+    def _after_free(self, quantity: Decimal) -> Decimal:
+        free = self.free_units
+        if not free:
+            return quantity
+        return quantity - free if quantity > free else ZERO
+
+    def _capped(self, raw: Decimal) -> Decimal:
+        maximum = self.maximum
+        return raw if maximum is None or raw <= maximum else maximum
+
     def accrue(self, state: ChargeState, as_of: Instant) -> Decimal:
         """Bring every gauge of the charge up to ``as_of`` and return the added amount."""
         return self._reprice(state, list(state.buckets.values()), as_of)
@@ -301,7 +356,12 @@ class CompiledCharge:
         return self.single or self.prices[bucket.route]
 
     def quantity_unit(self) -> str:
-        return self.time_basis.unit.value if self.time_basis else self.meter.unit
+        """``hour`` for time-based charges, ``GB-day`` for gauges, else the meter's unit."""
+        if self.time_basis is not None:
+            return self.time_basis.unit.value
+        if self.meter.time_unit is not None:
+            return f"{self.meter.unit}-{self.meter.time_unit.value}"
+        return self.meter.unit
 
 
 class PeriodRater:
@@ -422,8 +482,37 @@ class PeriodRater:
 
     # Usage ---------------------------------------------------------------------------------
 
-    def rate(self, state: PeriodState, event: Event) -> Decimal | Rejection:
-        """Record ``event`` into the period and return its exact marginal amount."""
+    def rate(
+        self, state: PeriodState, event: Event, source: str | None = None
+    ) -> Decimal | Rejection:
+        """Record ``event`` into the period and return its exact marginal amount.
+
+        ``source`` names the sub-tenant the usage came from; the amounts are then also kept
+        by sub-tenant for the statement's breakdown.
+        """
+        prepared = self._prepare(event)
+        if not isinstance(prepared, tuple):
+            return prepared
+        compiled_charges, value = prepared
+        marginal = ZERO
+        charges = state.charges
+        for compiled in compiled_charges:
+            charge_state = charges.get(compiled.key)
+            if charge_state is None:
+                charge_state = charges[compiled.key] = ChargeState()
+            amount = compiled.apply(charge_state, event, value, state.period)
+            if source is not None:
+                entry = state.breakdown.setdefault(source, {}).setdefault(
+                    compiled.key, Attribution()
+                )
+                entry.quantity += value
+                entry.amount += amount
+            marginal += amount
+        state.charged_live += marginal
+        return marginal
+
+    def _prepare(self, event: Event) -> tuple[list[CompiledCharge], Decimal] | Decimal | Rejection:
+        """The charges an event feeds and its value; ZERO if none prices it; or why not."""
         compiled_charges = self.by_meter.get(event.meter)
         if compiled_charges is None:
             if event.meter in self.meters:
@@ -431,7 +520,7 @@ class PeriodRater:
             return Rejection.of("unknown_meter", "meter", f"no meter {event.meter!r}")
         meter = compiled_charges[0].meter
         value = event_value(meter, event)
-        if value.__class__ is not Decimal:
+        if isinstance(value, Rejection):
             return value
         if meter.filters and not meter.matches(event.properties):
             return ZERO
@@ -440,18 +529,30 @@ class PeriodRater:
                 rejection = compiled.check(event)
                 if rejection is not None:
                     return rejection
-        marginal = ZERO
-        charges = state.charges
-        for compiled in compiled_charges:
-            charge_state = charges.get(compiled.key)
-            if charge_state is None:
-                charge_state = charges[compiled.key] = ChargeState()
-            marginal += compiled.apply(charge_state, event, value, state.period)
-        state.charged_live += marginal
-        return marginal
+        return compiled_charges, value
 
-    def quote(self, state: PeriodState, event: Event) -> Decimal | Rejection:
-        """What rating ``event`` would cost now, without recording it."""
+    def quote(self, state: PeriodState, event: Event, ahead: Decimal = ZERO) -> Decimal | Rejection:
+        """What rating ``event`` would cost now, without recording it.
+
+        ``ahead`` units of the same meter are priced in first, as if already used: a
+        reservation is quoted behind the units other reservations hold, so that rising tiers
+        never leave a hold short.
+        """
+        prepared = self._prepare(event)
+        if not isinstance(prepared, tuple):
+            return prepared
+        compiled_charges, value = prepared
+        total = ZERO
+        for compiled in compiled_charges:
+            peeked = compiled.peek(state.charges.get(compiled.key), value, ahead)
+            if peeked is None:
+                return self._quote_on_copy(state, event, ahead)
+            total += peeked
+        return total
+
+    def _quote_on_copy(
+        self, state: PeriodState, event: Event, ahead: Decimal
+    ) -> Decimal | Rejection:
         trial = PeriodState(
             period=state.period,
             tariff=state.tariff,
@@ -462,6 +563,9 @@ class PeriodRater:
                 if compiled.key in state.charges
             },
         )
+        if ahead > 0:
+            held = msgspec.structs.replace(event, quantity=ahead, duration_seconds=0)
+            self.rate(trial, held)
         return self.rate(trial, event)
 
     def accrue(self, state: PeriodState, as_of: Instant) -> Decimal:
@@ -621,7 +725,7 @@ class PeriodRater:
                 kind=LineKind.usage,
                 description=f"{label}: {price_line.description}",
                 quantity=price_line.quantity,
-                unit=compiled.quantity_unit(),
+                unit=price_line.unit or compiled.quantity_unit(),
                 unit_price=price_line.unit_price,
                 amount_raw=price_line.amount,
                 amount=self._round(price_line.amount),
@@ -728,18 +832,25 @@ class PeriodRater:
     def _discount_lines(
         self, state: PeriodState, lines: list[StatementLine]
     ) -> list[StatementLine]:
+        """Discounts in their order. Each takes at most what its lines come to, and never more
+        than is left of the statement after the discounts before it."""
         discounts: list[StatementLine] = []
+        left = sum((line.amount for line in lines), ZERO)
         for discount in self.version.discounts:
             if discount.periods is not None and state.period_number > discount.periods:
                 continue
             scope = set(discount.applies_to)
-            base = sum((line.amount for line in lines if not scope or line.charge in scope), ZERO)
+            in_scope = sum(
+                (line.amount for line in lines if not scope or line.charge in scope), ZERO
+            )
+            base = min(in_scope, left)
             if base <= 0:
                 continue
             if discount.kind is DiscountKind.percent:
-                amount = -self._round(base * discount.value / 100)
+                amount = -min(self._round(base * discount.value / 100), base)
             else:
                 amount = -min(discount.value, base)
+            left += amount
             discounts.append(
                 StatementLine(
                     line_id=f"discount/{discount.key}",

@@ -132,6 +132,9 @@ class TariffVersion(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
             *(fee.key for fee in self.recurring_fees),
             *(fee.key for fee in self.one_time_fees),
         ]
+        discount_keys = [discount.key for discount in self.discounts]
+        if len(set(discount_keys)) != len(discount_keys):
+            raise ValueError("discounts: keys must be unique in a version")
         duplicates = sorted({key for key in keys if keys.count(key) > 1})
         if duplicates:
             raise ValueError(f"charges: keys must be unique in a version: {duplicates}")

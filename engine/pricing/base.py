@@ -22,6 +22,8 @@ class PriceLine(msgspec.Struct, frozen=True, kw_only=True):
     unit_price: Decimal
     flat_amount: Decimal
     amount: Decimal
+    unit: str | None = None
+    """What ``quantity`` counts when it is not the charge's own unit (packages, transactions)."""
 
 
 def check_price(field: str, value: Decimal, *, allow_negative: bool = False) -> None:
@@ -78,6 +80,11 @@ def check_tiers(tiers: list[Tier]) -> None:
                 f"({tier.up_to} after {previous})"
             )
         previous = tier.up_to
+    if tiers[-1].up_to is not None:
+        raise ValueError(
+            f"tiers[{len(tiers) - 1}].up_to: the last tier must be unbounded (null), so that "
+            "every quantity has a price"
+        )
 
 
 def tier_bounds(tiers: list[Tier]) -> list[tuple[Decimal, Decimal | None]]:

@@ -50,5 +50,6 @@ class Package(
                 unit_price=self.package_price,
                 flat_amount=Decimal(0),
                 amount=count * self.package_price,
+                unit="package",
             )
         ]

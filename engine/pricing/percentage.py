@@ -59,5 +59,6 @@ class Percentage(
                 unit_price=self.fixed_fee,
                 flat_amount=_ZERO,
                 amount=count * self.fixed_fee,
+                unit="transaction",
             ),
         ]
