@@ -35,8 +35,7 @@ PropertyName = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 PropertyValue = Annotated[str, msgspec.Meta(max_length=256)]
 EVENT_ID_LENGTH_MAX: Final = 128
 # A value with more decimals than the engine carries has a fraction left after this scaling.
-_QUANTUM_INVERSE: Final = Decimal(10) ** QUANTITY_DECIMALS_MAX
-_EXACT: Final = decimal.Context(prec=60, traps=[decimal.Inexact, decimal.InvalidOperation])
+QUANTUM_INVERSE: Final = Decimal(10) ** QUANTITY_DECIMALS_MAX
 
 
 class Aggregation(Enum):
@@ -142,8 +141,8 @@ def event_value(meter: Meter, event: Event) -> Decimal | Rejection:
     if not (value.is_finite() and ZERO <= value < MAGNITUDE_MAX):
         return Rejection.of("invalid_value", field, "must be a non-negative number below 1e15")
     try:
-        fraction = _EXACT.multiply(value, _QUANTUM_INVERSE) % 1
-    except decimal.Inexact:  # more significant digits than the engine carries
+        fraction = (value * QUANTUM_INVERSE) % 1
+    except decimal.Inexact:  # under the strict context: more digits than the engine carries
         fraction = Decimal(1)
     if fraction:
         return Rejection.of(

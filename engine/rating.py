@@ -22,8 +22,10 @@ import msgspec
 from engine.charges import Charge, TimeBasis
 from engine.instants import Instant
 from engine.meters import (
+    QUANTUM_INVERSE,
     AggregateState,
     Aggregation,
+    CountState,
     Event,
     Meter,
     SumState,
@@ -31,7 +33,7 @@ from engine.meters import (
     event_value,
     new_state,
 )
-from engine.numbers import ZERO, divide, engine_context_installed, round_amount
+from engine.numbers import MAGNITUDE_MAX, ZERO, divide, engine_context_installed, round_amount
 from engine.periods import Period, next_period, period_containing, zone
 from engine.pricing import OTHER_VALUES, ByAttribute, SimplePrice, TimeOfUse
 from engine.rejections import Rejection
@@ -191,14 +193,21 @@ class CompiledCharge:
         if bucket is None:
             bucket = self._bucket(state, "", "", period)
         aggregate = bucket.aggregate
-        aggregate.add(value, event.time, None)
-        quantity = aggregate.quantity(event.time)
+        kind = aggregate.__class__
+        if kind is SumState:
+            aggregate.events += 1
+            quantity = aggregate.total = aggregate.total + value  # type: ignore[union-attr]
+        elif kind is CountState:
+            aggregate.events += 1
+            quantity = Decimal(aggregate.events)
+        else:
+            aggregate.add(value, event.time, None)
+            quantity = aggregate.quantity(event.time)
         free = self.free_units
         if free:
             quantity = quantity - free if quantity > free else ZERO
         events = aggregate.events
-        assert self.single is not None
-        change = self.single.marginal(
+        change = self.single.marginal(  # type: ignore[union-attr]
             bucket.priced_quantity, quantity, bucket.priced_events, events
         )
         bucket.priced_quantity = quantity
@@ -382,6 +391,14 @@ class PeriodRater:
         for compiled in self.charges:
             self.by_meter.setdefault(compiled.meter.key, []).append(compiled)
         self.checked_meters = {c.meter.key for c in self.charges if c.needs_check}
+        self.fast_by_meter = {
+            key: charges[0]
+            for key, charges in self.by_meter.items()
+            if len(charges) == 1
+            and charges[0].fast
+            and not charges[0].meter.filters
+            and charges[0].meter.value_property is None
+        }
         self.gauges = [c for c in self.charges if c.meter.aggregation is Aggregation.time_weighted]
 
     def period_at(self, instant: Instant) -> Period:
@@ -490,6 +507,21 @@ class PeriodRater:
         ``source`` names the sub-tenant the usage came from; the amounts are then also kept
         by sub-tenant for the statement's breakdown.
         """
+        fast = self.fast_by_meter.get(event.meter)
+        if fast is not None and source is None:
+            # One plain charge on a plain meter: the path most events take, written out.
+            value = event.quantity
+            if (
+                not (value.is_finite() and ZERO <= value < MAGNITUDE_MAX)
+                or (value * QUANTUM_INVERSE) % 1
+            ):
+                return event_value(fast.meter, event)
+            charge_state = state.charges.get(fast.key)
+            if charge_state is None:
+                charge_state = state.charges[fast.key] = ChargeState()
+            marginal = fast._apply_fast(charge_state, event, value, state.period)
+            state.charged_live += marginal
+            return marginal
         prepared = self._prepare(event)
         if not isinstance(prepared, tuple):
             return prepared

@@ -3,6 +3,7 @@ once, when usage first enters the tier."""
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from decimal import Decimal
 from functools import cached_property
 
@@ -28,6 +29,11 @@ class Graduated(
         check_tiers(self.tiers)
 
     @cached_property
+    def uppers(self) -> list[Decimal]:
+        """The bounded tiers' upper bounds, for finding a quantity's tier by bisection."""
+        return [tier.up_to for tier in self.tiers if tier.up_to is not None]
+
+    @cached_property
     def bands(self) -> tuple[tuple[Decimal, Decimal | None, Decimal, Decimal], ...]:
         """Each tier as ``(lower, upper, unit_price, flat_fee)``, computed once."""
         return tuple(
@@ -44,10 +50,17 @@ class Graduated(
         """The price of the units in ``(before, after]``, walking only the tiers they touch."""
         if after < before:
             return -self.marginal(after, before, events_after, events_before)
+        bands = self.bands
+        index = bisect_right(self.uppers, before)
+        lower, upper, unit_price, flat_fee = bands[index]
+        if upper is None or after <= upper:
+            # The common case: the units stay within the tier the quantity is in.
+            amount = (after - before) * unit_price
+            if before <= lower < after:
+                amount += flat_fee
+            return amount
         total = _ZERO
-        for lower, upper, unit_price, flat_fee in self.bands:
-            if upper is not None and upper <= before:
-                continue
+        for lower, upper, unit_price, flat_fee in bands[index:]:
             if lower >= after:
                 break
             top = after if upper is None or after < upper else upper
