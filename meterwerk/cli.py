@@ -26,15 +26,20 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    # The server arrives with the account hosts and the gateway; until then `serve` says so
-    # instead of pretending.
+    # The HTTP server arrives with the account hosts and the gateway (issues 4 and 5). Until
+    # then `serve` starts what exists: it rates the example catalogue and prints statements.
+    from pathlib import Path
+
+    from meterwerk.rate_file import rate_file
+
+    examples = Path(__file__).resolve().parent.parent / "docs" / "examples"
     print(
-        "meterwerk: the HTTP server is not built yet. What runs today is the rating engine:\n"
-        "  meterwerk rate docs/examples/catalog.json api-plan docs/examples/events.json\n"
-        "  meterwerk bench engine",
+        "meterwerk: the HTTP server is not built yet; rating the example catalogue instead.\n",
         file=sys.stderr,
     )
-    return 2
+    return rate_file(
+        str(examples / "catalog.json"), "api-plan", str(examples / "events.json"), "UTC"
+    )
 
 
 def _bench(args: argparse.Namespace) -> int:
