@@ -2,7 +2,8 @@
 
 A meter turns the events of a period into one quantity:
 
-- ``count``: the number of events;
+- ``count``: the number of occurrences: an event counts once, or ``quantity`` times when it
+  carries a whole quantity (a batch of 3 calls);
 - ``sum``: the sum of the event values;
 - ``max``: the largest value;
 - ``latest``: the value of the event with the latest time (ties: the one recorded last);
@@ -148,6 +149,8 @@ def event_value(meter: Meter, event: Event) -> Decimal | Rejection:
         return Rejection.of(
             "invalid_value", field, f"at most {QUANTITY_DECIMALS_MAX} decimal places"
         )
+    if meter.aggregation is Aggregation.count and value % 1:
+        return Rejection.of("invalid_value", field, "a count meter counts whole occurrences")
     return value
 
 
@@ -157,12 +160,15 @@ def event_value(meter: Meter, event: Event) -> Decimal | Rejection:
 
 class CountState(msgspec.Struct, tag="count", kw_only=True):
     events: int = 0
+    total: Decimal = ZERO
+    """Occurrences: the sum of the events' whole quantities."""
 
     def add(self, value: Decimal, time: Instant, unique: str | None) -> None:
         self.events += 1
+        self.total += value
 
     def quantity(self, as_of: Instant) -> Decimal:
-        return Decimal(self.events)
+        return self.total
 
 
 class SumState(msgspec.Struct, tag="sum", kw_only=True):

@@ -194,12 +194,9 @@ class CompiledCharge:
             bucket = self._bucket(state, "", "", period)
         aggregate = bucket.aggregate
         kind = aggregate.__class__
-        if kind is SumState:
+        if kind is SumState or kind is CountState:
             aggregate.events += 1
             quantity = aggregate.total = aggregate.total + value  # type: ignore[union-attr]
-        elif kind is CountState:
-            aggregate.events += 1
-            quantity = Decimal(aggregate.events)
         else:
             aggregate.add(value, event.time, None)
             quantity = aggregate.quantity(event.time)
@@ -240,13 +237,9 @@ class CompiledCharge:
             aggregate = bucket.aggregate
             priced, priced_events = bucket.priced_quantity, bucket.priced_events
             events = aggregate.events
-            total = aggregate.total if isinstance(aggregate, SumState) else ZERO
-        if aggregation is Aggregation.sum:
-            before, after = total + ahead, total + ahead + value
-            events_before = events + (1 if ahead else 0)
-        else:
-            events_before = events + int(ahead)
-            before, after = Decimal(events_before), Decimal(events_before + 1)
+            total = aggregate.total if isinstance(aggregate, SumState | CountState) else ZERO
+        before, after = total + ahead, total + ahead + value
+        events_before = events + (1 if ahead else 0)
         before, after = self._after_free(before), self._after_free(after)
         model = self.single
         assert model is not None

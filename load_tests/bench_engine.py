@@ -162,4 +162,3 @@ def run(seconds: float = 1.0) -> int:
         print(f"{name:<16} {value:>12,} ratings/s   {ratio:6.3f} of baseline")
     print(json.dumps(figures))
     return 0
-

@@ -718,7 +718,7 @@ def _quantity(meter: str, *events: Event) -> Decimal:
 
 @pytest.mark.parametrize(
     ("meter", "expected"),
-    [("api_calls", 3), ("transfer_gb", 15), ("peak_connections", 7), ("reported_seats", 5)],
+    [("api_calls", 15), ("transfer_gb", 15), ("peak_connections", 7), ("reported_seats", 5)],
 )
 def test_aggregation_table(meter: str, expected: int) -> None:
     days = ("02", "03", "04")

@@ -228,7 +228,7 @@ def reference_quantity(
     inside = [(t, v, u) for t, v, u in items]
     match aggregation:
         case "count":
-            return Decimal(len(inside))
+            return sum((v for _, v, _ in inside), ZERO)
         case "sum":
             return sum((v for _, v, _ in inside), ZERO)
         case "max":
@@ -271,7 +271,11 @@ def test_every_aggregation_rates_incrementally_as_a_whole(
     )
     period = engine.period_at(parse("2024-02-01T00:00:00Z"))
     state, _ = engine.open(period)
-    inside = [(period.start + t, v, u) for t, v, u in items if period.start + t < period.end]
+    inside = [
+        (period.start + t, Decimal(int(v)) if aggregation == "count" else v, u)
+        for t, v, u in items
+        if period.start + t < period.end
+    ]
     marginal_total = ZERO
     for number, (time, value, user) in enumerate(inside):
         marginal = engine.rate(state, event(number, time, value, properties={"user": user}))
