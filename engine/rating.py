@@ -37,7 +37,14 @@ from engine.numbers import MAGNITUDE_MAX, ZERO, divide, engine_context_installed
 from engine.periods import Period, next_period, period_containing, zone
 from engine.pricing import OTHER_VALUES, ByAttribute, SimplePrice, TimeOfUse
 from engine.rejections import Rejection
-from engine.statements import LineKind, Statement, StatementLine, delta, make_statement
+from engine.statements import (
+    BreakdownLine,
+    LineKind,
+    Statement,
+    StatementLine,
+    delta,
+    make_statement,
+)
 from engine.tariffs import DiscountKind, FeeTiming, TariffVersion
 
 
@@ -694,6 +701,20 @@ class PeriodRater:
             period_index=state.period.index,
             lines=lines,
             charged_live=charged_before_close,
+            breakdown=self._breakdown(state),
+        )
+
+    def _breakdown(self, state: PeriodState) -> tuple[BreakdownLine, ...]:
+        return tuple(
+            BreakdownLine(
+                tenant=tenant,
+                charge=charge,
+                quantity=entry.quantity,
+                amount_raw=entry.amount,
+                amount=self._round(entry.amount),
+            )
+            for tenant in sorted(state.breakdown)
+            for charge, entry in sorted(state.breakdown[tenant].items())
         )
 
     def _round(self, amount: Decimal) -> Decimal:

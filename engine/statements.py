@@ -42,6 +42,21 @@ class StatementLine(msgspec.Struct, frozen=True, kw_only=True):
     dimensions: dict[str, str] = {}
 
 
+class BreakdownLine(msgspec.Struct, frozen=True, kw_only=True):
+    """What one sub-tenant's usage contributed to one charge, for a reseller to bill on.
+
+    The amounts are the marginal amounts the usage caused at this tenant's prices, so they
+    add up to the charge's rated amount; each is rounded on its own, so their rounded sum can
+    differ from the charge's lines by the rounding of each.
+    """
+
+    tenant: str
+    charge: str
+    quantity: Decimal
+    amount_raw: Decimal
+    amount: Decimal
+
+
 class Statement(msgspec.Struct, frozen=True, kw_only=True):
     tariff: str
     version: int
@@ -55,6 +70,8 @@ class Statement(msgspec.Struct, frozen=True, kw_only=True):
     rounding_difference: Decimal
     revision: int = 0
     """0 for the closing statement; 1, 2, … for each delta a late event caused."""
+    breakdown: tuple[BreakdownLine, ...] = ()
+    """Usage by sub-tenant, where the tenant has sub-tenants."""
 
     @property
     def closing_amount(self) -> Decimal:
@@ -78,6 +95,7 @@ def make_statement(
     lines: list[StatementLine],
     charged_live: Decimal,
     revision: int = 0,
+    breakdown: tuple[BreakdownLine, ...] = (),
 ) -> Statement:
     total = sum((line.amount for line in lines), ZERO)
     difference = sum((line.amount - line.amount_raw for line in lines), ZERO)
@@ -93,6 +111,7 @@ def make_statement(
         charged_live=charged_live,
         rounding_difference=difference,
         revision=revision,
+        breakdown=breakdown,
     )
 
 

@@ -1,0 +1,1228 @@
+"""A tenant tree: a root tenant and all its sub-tenants, as one single-writer state machine.
+
+A tree lives on one host so that a sub-tenant's charge against its parent's pool is local and
+atomic. :meth:`TenantTree.handle` applies one command: it first lets time pass up to the
+command's time (timers fire in a fixed order), then checks everything the command needs, and
+only then changes the state, so that a denied command changes nothing.
+
+An event at tenant L is rated at every tenant on the path from L to the root that has a
+tariff: each tariff says what that tenant owes its parent. Tenants with a balance of their own
+are charged their own amount; a pooled tenant's usage is paid by the nearest ancestor with a
+balance, and counts against the pooled tenant's cap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from typing import Final
+
+import msgspec
+
+from engine.accounts import commands as c
+from engine.accounts.commands import Alert, AlertKind, Outcome, Reason, denied
+from engine.accounts.ledger import ADJUSTMENT, REVENUE_FEES, REVENUE_ROUNDING, REVENUE_USAGE
+from engine.accounts.ledger import PostingKind as PK
+from engine.accounts.settings import Funding, GrantExpiry, Quota, TenantSettings
+from engine.accounts.state import (
+    ClosedPeriod,
+    Hold,
+    NodeState,
+    Remembered,
+    Reservation,
+    Session,
+    Slice,
+    TreeState,
+)
+from engine.accounts.tariffs import TariffSource
+from engine.accounts.wallet import CreditGrant, Wallet
+from engine.instants import Instant
+from engine.meters import Event
+from engine.numbers import ZERO
+from engine.periods import Period, UnknownTimeZone, zone
+from engine.rating import PeriodRater, PeriodState
+from engine.rejections import Rejection
+from engine.statements import Statement
+
+REMEMBERED_MAX: Final = 100_000
+"""Ids remembered per tree for idempotency; the oldest are forgotten first."""
+REMEMBERED_SECONDS: Final = 86_400
+"""Ids are remembered for at least this long, unless ``REMEMBERED_MAX`` is reached first."""
+BUDGET_STEPS: Final = (50, 80, 100)
+
+
+class Step(msgspec.Struct, kw_only=True):
+    """One tenant on an event's path that rates it."""
+
+    node: NodeState
+    rater: PeriodRater
+    state: PeriodState
+    closed: ClosedPeriod | None
+    cost: Decimal
+    source: str | None
+
+
+class Plan(msgspec.Struct, kw_only=True):
+    event: Event
+    path: list[NodeState]
+    steps: list[Step]
+    units: Decimal
+
+    def costs(self) -> dict[str, Decimal]:
+        """The money each funded tenant on the path would be charged."""
+        return {s.node.tenant: s.cost for s in self.steps if s.node.wallet is not None}
+
+
+class TenantTree:
+    """The state machine of one tenant tree. The state is a :class:`TreeState`; the tree
+    object adds only caches that can be rebuilt from it."""
+
+    def __init__(self, state: TreeState, tariffs: TariffSource) -> None:
+        self.state = state
+        self.tariffs = tariffs
+        # Caches, rebuilt from the state when None: the earliest timer (it may be early, never
+        # late) and the tenants whose tariffs have gauges to accrue.
+        self._due: Instant | None = None
+        self._due_known = False
+        self._gauge_tenants: list[str] | None = None
+
+    @classmethod
+    def new(cls, root: str, tariffs: TariffSource) -> TenantTree:
+        return cls(TreeState(root=root), tariffs)
+
+    # The one entry point --------------------------------------------------------------------
+
+    def handle(self, command: c.Command) -> Outcome:
+        time = max(command.time, self.state.clock)
+        fingerprint = _fingerprint(command)
+        remembered = self.state.remembered.get(command.id)
+        if remembered is not None:
+            if remembered.fingerprint != fingerprint:
+                return denied(
+                    Reason.idempotency_conflict,
+                    "id",
+                    "this id was used before for a different command",
+                )
+            return remembered.outcome
+        alerts: list[Alert] = []
+        alerts.extend(self._advance(time))
+        outcome = self._dispatch(command, time, alerts)
+        if alerts:
+            outcome = msgspec.structs.replace(outcome, alerts=tuple(alerts))
+            self.state.alerts.extend(alerts)
+        if not isinstance(command, c.Advance):
+            self._remember(command.id, fingerprint, time, outcome)
+        self.state.clock = time
+        self.state.commands_applied += 1
+        return outcome
+
+    def _dispatch(self, command: c.Command, time: Instant, alerts: list[Alert]) -> Outcome:
+        if isinstance(command, c.ConfigureTenant):
+            return self._configure(command, time, alerts)
+        if isinstance(command, c.Advance):
+            return Outcome(accepted=True)
+        node = self.state.nodes.get(command.tenant)
+        if node is None:
+            return denied(Reason.unknown_tenant, "tenant", f"no tenant {command.tenant!r}")
+        handler = self._handlers().get(type(command))
+        assert handler is not None, f"no handler for {type(command).__name__}"
+        return handler(command, node, time, alerts)
+
+    def _handlers(self) -> dict[type, Callable[..., Outcome]]:
+        return {
+            c.TopUp: self._top_up,
+            c.Authorize: self._authorize,
+            c.Capture: self._capture,
+            c.Release: self._release,
+            c.AuthorizeAndRecord: self._authorize_and_record,
+            c.Record: self._record,
+            c.StartSession: self._start_session,
+            c.Heartbeat: self._heartbeat,
+            c.StopSession: self._stop_session,
+            c.OpenGrant: self._open_grant,
+            c.ReportGrant: self._report_grant,
+            c.ChangeSeats: self._change_seats,
+            c.OneTimeCharge: self._one_time_charge,
+            c.Refund: self._refund,
+            c.Adjust: self._adjust,
+            c.Suspend: self._suspend,
+            c.Resume: self._resume,
+        }
+
+    # Reading --------------------------------------------------------------------------------
+
+    def payer(self, node: NodeState) -> NodeState | None:
+        """The nearest tenant on the way to the root (itself included) with its own balance."""
+        for step in self._path(node):
+            if step.wallet is not None:
+                return step
+        return None
+
+    def balance(self, tenant: str) -> Decimal:
+        node = self.state.nodes[tenant]
+        payer = self.payer(node)
+        return payer.wallet.balance() if payer and payer.wallet else ZERO
+
+    def available(self, tenant: str) -> Decimal:
+        node = self.state.nodes[tenant]
+        payer = self.payer(node)
+        if payer is None or payer.wallet is None:
+            return ZERO
+        return payer.wallet.available(self.state.clock)
+
+    def take_statements(self) -> list[tuple[str, Statement]]:
+        taken, self.state.statements = self.state.statements, []
+        return list(taken)
+
+    def take_alerts(self) -> list[Alert]:
+        taken, self.state.alerts = self.state.alerts, []
+        return taken
+
+    def next_timer(self) -> Instant | None:
+        """The earliest instant at which something happens without a command."""
+        due = [instant for instant, _, _ in self._timers()]
+        return min(due) if due else None
+
+    # Configuration --------------------------------------------------------------------------
+
+    def _configure(self, command: c.ConfigureTenant, time: Instant, alerts: list[Alert]) -> Outcome:
+        settings = command.settings
+        node = self.state.nodes.get(command.tenant)
+        problem = self._settings_problem(command.tenant, settings, node)
+        if problem is not None:
+            return denied(Reason.invalid_settings, problem[0], problem[1])
+        self._gauge_tenants = None
+        if node is not None:
+            return self._reconfigure(node, settings)
+        rater = None
+        if settings.tariff is not None:
+            rater = self.tariffs.rater(settings.tariff, time, settings.time_zone)
+            if rater is None:
+                return denied(
+                    Reason.no_tariff,
+                    "settings.tariff",
+                    f"no version of tariff {settings.tariff!r} is in effect",
+                )
+        node = NodeState(tenant=command.tenant, settings=settings)
+        if settings.funding is Funding.own:
+            node.wallet = Wallet(credit_limit=settings.credit_limit)
+        self.state.nodes[command.tenant] = node
+        if settings.parent is not None:
+            self.state.nodes[settings.parent].children.append(command.tenant)
+        if rater is not None:
+            self._open_period(node, rater, rater.period_at(time), time, None, alerts)
+        return self._accepted(node)
+
+    def _settings_problem(
+        self, tenant: str, settings: TenantSettings, node: NodeState | None
+    ) -> tuple[str, str] | None:
+        try:
+            zone(settings.time_zone)
+        except UnknownTimeZone:
+            return "settings.time_zone", f"unknown time zone {settings.time_zone!r}"
+        if node is None:
+            if settings.parent is None and tenant != self.state.root:
+                return "settings.parent", f"only {self.state.root!r} is the root of this tree"
+            if settings.parent is not None and settings.parent not in self.state.nodes:
+                return "settings.parent", f"no tenant {settings.parent!r} in this tree"
+            if tenant == self.state.root and settings.parent is not None:
+                return "settings.parent", "the root has no parent"
+            return None
+        if settings.parent != node.settings.parent:
+            return "settings.parent", "a tenant cannot move to another parent"
+        if settings.funding is not node.settings.funding:
+            return "settings.funding", "funding cannot change once a tenant exists"
+        return None
+
+    def _reconfigure(self, node: NodeState, settings: TenantSettings) -> Outcome:
+        """New settings take effect now; a new tariff from the tenant's next period on."""
+        node.settings = settings
+        if node.wallet is not None:
+            node.wallet.credit_limit = settings.credit_limit
+        return self._accepted(node)
+
+    # Money in and out -----------------------------------------------------------------------
+
+    def _top_up(
+        self, command: c.TopUp, node: NodeState, time: Instant, alerts: list[Alert]
+    ) -> Outcome:
+        if node.wallet is None:
+            return denied(Reason.not_funded, "tenant", "a pooled tenant has no balance")
+        if not command.amount.is_finite() or command.amount <= 0:
+            return denied(Reason.invalid_amount, "amount", "must be greater than zero")
+        if command.expires_at is not None and command.expires_at <= time:
+            return denied(Reason.invalid_amount, "expires_at", "must be in the future")
+        grant = CreditGrant(
+            grant_id=command.id,
+            kind=command.kind,
+            amount=command.amount,
+            priority=command.priority,
+            granted_at=time,
+            expires_at=command.expires_at,
+        )
+        node.wallet.top_up(grant, command.id)
+        if command.expires_at is not None:
+            self._note_timer(command.expires_at)
+        if node.cut_off and node.wallet.available(time) > 0:
+            node.cut_off = False
+        _unfire(node, "auto_top_up")
+        return self._accepted(node, amount=command.amount)
+
+    def _refund(
+        self, command: c.Refund, node: NodeState, time: Instant, alerts: list[Alert]
+    ) -> Outcome:
+        if node.wallet is None:
+            return denied(Reason.not_funded, "tenant", "a pooled tenant has no balance")
+        if not command.amount.is_finite() or command.amount <= 0:
+            return denied(Reason.invalid_amount, "amount", "must be greater than zero")
+        node.wallet.charge(-command.amount, ADJUSTMENT, PK.refund, time, command.id)
+        return self._accepted(node, amount=command.amount)
+
+    def _adjust(
+        self, command: c.Adjust, node: NodeState, time: Instant, alerts: list[Alert]
+    ) -> Outcome:
+        if node.wallet is None:
+            return denied(Reason.not_funded, "tenant", "a pooled tenant has no balance")
+        if not command.amount.is_finite() or command.amount == 0:
+            return denied(Reason.invalid_amount, "amount", "must be a non-zero number")
+        node.wallet.charge(-command.amount, ADJUSTMENT, PK.adjustment, time, command.id)
+        self._after_charge(node, time, alerts)
+        return self._accepted(node, amount=command.amount)
+
+    def _suspend(
+        self, command: c.Suspend, node: NodeState, time: Instant, alerts: list[Alert]
+    ) -> Outcome:
+        node.suspended = True
+        return self._accepted(node)
+
+    def _resume(
+        self, command: c.Resume, node: NodeState, time: Instant, alerts: list[Alert]
+    ) -> Outcome:
+        node.suspended = False
+        return self._accepted(node)
+
+    # Usage ----------------------------------------------------------------------------------
+
+    def _record(
+        self, command: c.Record, node: NodeState, time: Instant, alerts: list[Alert]
+    ) -> Outcome:
+        plan = self._plan(node, _event(command), time)
+        if isinstance(plan, Outcome):
+            return plan
+        charged = self._apply(plan, time, command.id, alerts)
+        return self._accepted(node, amount=charged)
+
+    def _authorize_and_record(
+        self, command: c.AuthorizeAndRecord, node: NodeState, time: Instant, alerts: list[Alert]
+    ) -> Outcome:
+        plan = self._plan(node, _event(command), time)
+        if isinstance(plan, Outcome):
+            return plan
+        refusal = self._check(plan, time)
+        if refusal is not None:
+            return refusal
+        charged = self._apply(plan, time, command.id, alerts)
+        return self._accepted(node, amount=charged)
+
+    def _authorize(
+        self, command: c.Authorize, node: NodeState, time: Instant, alerts: list[Alert]
+    ) -> Outcome:
+        plan = self._plan(node, _event(command), time, reserve=True)
+        if isinstance(plan, Outcome):
+            return plan
+        refusal = self._check(plan, time)
+        if refusal is not None:
+            return refusal
+        holds = self._hold(plan)
+        expires_at = time + command.ttl_seconds
+        self._note_timer(expires_at)
+        self.state.reservations[command.id] = Reservation(
+            reservation_id=command.id,
+            tenant=node.tenant,
+            meter=command.meter,
+            quantity=command.quantity,
+            properties=dict(command.properties),
+            duration_seconds=command.duration_seconds,
+            usage_time=plan.event.time,
+            expires_at=expires_at,
+            holds=holds,
+        )
+        return self._accepted(node, amount=_payer_amount(plan), expires_at=expires_at)
+
+    def _capture(
+        self, command: c.Capture, node: NodeState, time: Instant, alerts: list[Alert]
+    ) -> Outcome:
+        reservation = self.state.reservations.get(command.reservation)
+        if reservation is None or reservation.tenant != node.tenant:
+            return denied(
+                Reason.unknown_reservation,
+                "reservation",
+                "no open reservation with this id (captured, released or expired)",
+            )
+        quantity = reservation.quantity if command.quantity is None else command.quantity
+        if not quantity.is_finite() or quantity < 0:
+            return denied(Reason.invalid_quantity, "quantity", "must not be negative")
+        event = Event(
+            id=command.id,
+            meter=reservation.meter,
+            time=reservation.usage_time,
+            quantity=quantity,
+            properties=reservation.properties,
+            duration_seconds=reservation.duration_seconds,
+        )
+        self._unhold(reservation.holds, reservation.meter, reservation.quantity, node)
+        plan = self._plan(node, event, time)
+        if isinstance(plan, Outcome) or (
+            quantity > reservation.quantity and self._check(plan, time) is not None
+        ):
+            self._rehold(reservation.holds, reservation.meter, reservation.quantity, node)
+            if isinstance(plan, Outcome):
+                return plan
+            refusal = self._check(plan, time)
+            assert refusal is not None
+            return refusal
+        del self.state.reservations[reservation.reservation_id]
+        charged = self._apply(plan, time, command.id, alerts)
+        return self._accepted(node, amount=charged)
+
+    def _release(
+        self, command: c.Release, node: NodeState, time: Instant, alerts: list[Alert]
+    ) -> Outcome:
+        reservation = self.state.reservations.get(command.reservation)
+        if reservation is None or reservation.tenant != node.tenant:
+            return denied(
+                Reason.unknown_reservation,
+                "reservation",
+                "no open reservation with this id (captured, released or expired)",
+            )
+        del self.state.reservations[reservation.reservation_id]
+        self._unhold(reservation.holds, reservation.meter, reservation.quantity, node)
+        return self._accepted(node)
+
+    # Grants: slices spent by a caller -------------------------------------------------------
+
+    def _open_grant(
+        self, command: c.OpenGrant, node: NodeState, time: Instant, alerts: list[Alert]
+    ) -> Outcome:
+        if not command.quantity.is_finite() or command.quantity <= 0:
+            return denied(Reason.invalid_quantity, "quantity", "must be greater than zero")
+        event = Event(
+            id=command.id,
+            meter=command.meter,
+            time=time,
+            quantity=command.quantity,
+            properties=dict(command.properties),
+        )
+        plan = self._plan(node, event, time, reserve=True)
+        if isinstance(plan, Outcome):
+            return plan
+        refusal = self._check(plan, time)
+        if refusal is not None:
+            return refusal
+        expires_at = time + command.validity_seconds
+        self._note_timer(expires_at)
+        self.state.slices[command.id] = Slice(
+            grant_id=command.id,
+            tenant=node.tenant,
+            meter=command.meter,
+            properties=dict(command.properties),
+            quantity=command.quantity,
+            used=ZERO,
+            expires_at=expires_at,
+            holds=self._hold(plan),
+        )
+        return self._accepted(node, amount=_payer_amount(plan), expires_at=expires_at)
+
+    def _report_grant(
+        self, command: c.ReportGrant, node: NodeState, time: Instant, alerts: list[Alert]
+    ) -> Outcome:
+        grant = self.state.slices.get(command.grant)
+        if grant is None or grant.tenant != node.tenant:
+            return denied(Reason.unknown_grant, "grant", "no open grant with this id")
+        left = grant.quantity - grant.used
+        if not command.used.is_finite() or command.used < 0:
+            return denied(Reason.invalid_quantity, "used", "must not be negative")
+        if command.used > left:
+            return denied(Reason.grant_exceeded, "used", f"only {left} units are left")
+        charged = self._settle_slice(
+            grant, command.used, time, command.id, alerts, final=command.final
+        )
+        return self._accepted(node, amount=charged)
+
+    def _settle_slice(
+        self,
+        grant: Slice,
+        used: Decimal,
+        time: Instant,
+        reference: str,
+        alerts: list[Alert],
+        *,
+        final: bool,
+    ) -> Decimal:
+        """Charge ``used`` units of a slice; hold the price of the rest unless ``final``."""
+        node = self.state.nodes[grant.tenant]
+        self._unhold(grant.holds, grant.meter, grant.quantity - grant.used, node)
+        grant.used += used
+        charged = ZERO
+        if used > 0:
+            event = Event(
+                id=reference,
+                meter=grant.meter,
+                time=time,
+                quantity=used,
+                properties=grant.properties,
+            )
+            plan = self._plan(node, event, time)
+            if not isinstance(plan, Outcome):
+                charged = self._apply(plan, time, reference, alerts)
+        left = grant.quantity - grant.used
+        if final or left <= 0:
+            del self.state.slices[grant.grant_id]
+            return charged
+        rest = Event(
+            id=reference, meter=grant.meter, time=time, quantity=left, properties=grant.properties
+        )
+        plan = self._plan(node, rest, time, reserve=True)
+        grant.holds = [] if isinstance(plan, Outcome) else self._hold(plan)
+        return charged
+
+    # Sessions, to the second ----------------------------------------------------------------
+
+    def _start_session(
+        self, command: c.StartSession, node: NodeState, time: Instant, alerts: list[Alert]
+    ) -> Outcome:
+        if command.session in self.state.sessions:
+            return denied(Reason.duplicate_session, "session", "this session is running")
+        if not command.quantity.is_finite() or command.quantity <= 0:
+            return denied(Reason.invalid_quantity, "quantity", "must be greater than zero")
+        session = Session(
+            session_id=command.session,
+            tenant=node.tenant,
+            meter=command.meter,
+            quantity=command.quantity,
+            properties=dict(command.properties),
+            started_at=time,
+            segment_start=time,
+            granted_until=None,
+            holds=[],
+        )
+        probe = self._plan(node, self._session_event(session, 1), time)
+        if isinstance(probe, Outcome):
+            return probe
+        refusal = self._grant_session(session, time)
+        if refusal is not None:
+            return refusal
+        self.state.sessions[session.session_id] = session
+        return self._accepted(
+            node, amount=_held(session.holds, node, self), granted_until=session.granted_until
+        )
+
+    def _heartbeat(
+        self, command: c.Heartbeat, node: NodeState, time: Instant, alerts: list[Alert]
+    ) -> Outcome:
+        session = self.state.sessions.get(command.session)
+        if session is None or session.tenant != node.tenant:
+            return denied(Reason.unknown_session, "session", "no running session with this id")
+        self._regrant_or_cut_off(session, time, alerts)
+        if session.session_id not in self.state.sessions:
+            return denied(Reason.insufficient_credit, None, "the session was cut off")
+        return self._accepted(node, granted_until=session.granted_until)
+
+    def _stop_session(
+        self, command: c.StopSession, node: NodeState, time: Instant, alerts: list[Alert]
+    ) -> Outcome:
+        session = self.state.sessions.get(command.session)
+        if session is None or session.tenant != node.tenant:
+            return denied(Reason.unknown_session, "session", "no running session with this id")
+        charged = self._end_session(session, time, command.id, alerts)
+        return self._accepted(node, amount=charged)
+
+    def _session_event(self, session: Session, seconds: int) -> Event:
+        return Event(
+            id=session.session_id,
+            meter=session.meter,
+            time=session.segment_start,
+            quantity=session.quantity,
+            properties=session.properties,
+            duration_seconds=seconds,
+        )
+
+    def _grant_session(self, session: Session, time: Instant) -> Outcome | None:
+        """Hold money for as long ahead as the payers allow, up to the grant window."""
+        node = self.state.nodes[session.tenant]
+        used = time - session.segment_start
+        window = node.settings.session_grant_seconds
+        covers = self._affordable_seconds(session, used, used + window, time)
+        if covers is None:
+            return denied(
+                Reason.insufficient_credit,
+                None,
+                "not enough credit to start or continue the session",
+            )
+        plan = self._plan(node, self._session_event(session, covers), time, reserve=True)
+        assert not isinstance(plan, Outcome)
+        session.holds = self._hold(plan)
+        session.granted_until = session.segment_start + covers
+        self._note_timer(session.granted_until)
+        return None
+
+    def _affordable_seconds(
+        self, session: Session, low: int, high: int, time: Instant
+    ) -> int | None:
+        """The longest duration in ``[max(low, 1), high]`` the payers can afford; None if not
+        even the shortest. Costs grow with duration, so a binary search finds it."""
+        node = self.state.nodes[session.tenant]
+
+        def affordable(seconds: int) -> bool:
+            plan = self._plan(node, self._session_event(session, seconds), time, reserve=True)
+            return not isinstance(plan, Outcome) and self._check(plan, time) is None
+
+        low = max(low, 1)
+        if not affordable(low):
+            return None
+        if affordable(high):
+            return high
+        while high - low > 1:
+            middle = (low + high) // 2
+            if affordable(middle):
+                low = middle
+            else:
+                high = middle
+        return low
+
+    def _regrant_or_cut_off(self, session: Session, time: Instant, alerts: list[Alert]) -> None:
+        node = self.state.nodes[session.tenant]
+        self._unhold(session.holds, session.meter, ZERO, node)
+        session.holds = []
+        previous = session.granted_until
+        if self._grant_session(session, time) is None:
+            if session.granted_until is not None and session.granted_until > time:
+                return
+            # Nothing more can be granted: the session ends where its money ends.
+            self._unhold(session.holds, session.meter, ZERO, node)
+            session.holds = []
+            session.granted_until = previous
+        until = session.granted_until or time
+        self._end_session(
+            session,
+            max(min(until, time), session.segment_start),
+            f"{session.session_id}:cut-off",
+            alerts,
+        )
+        payer = self.payer(node)
+        if payer is not None:
+            payer.cut_off = True
+            alerts.append(
+                Alert(
+                    kind=AlertKind.cut_off,
+                    tenant=payer.tenant,
+                    at=time,
+                    detail=f"session {session.session_id} ran out of credit",
+                )
+            )
+
+    def _end_session(
+        self, session: Session, end: Instant, reference: str, alerts: list[Alert]
+    ) -> Decimal:
+        node = self.state.nodes[session.tenant]
+        self._unhold(session.holds, session.meter, ZERO, node)
+        self.state.sessions.pop(session.session_id, None)
+        return self._charge_segment(session, end, reference, alerts)
+
+    def _charge_segment(
+        self, session: Session, end: Instant, reference: str, alerts: list[Alert]
+    ) -> Decimal:
+        seconds = end - session.segment_start
+        if seconds <= 0:
+            return ZERO
+        node = self.state.nodes[session.tenant]
+        plan = self._plan(node, self._session_event(session, seconds), end)
+        session.segment_start = end
+        if isinstance(plan, Outcome):
+            return ZERO
+        return self._apply(plan, end, reference, alerts)
+
+    # Fees -----------------------------------------------------------------------------------
+
+    def _change_seats(
+        self, command: c.ChangeSeats, node: NodeState, time: Instant, alerts: list[Alert]
+    ) -> Outcome:
+        if node.period is None:
+            return denied(Reason.no_tariff, "tenant", "the tenant has no tariff")
+        rater = self._rater(node, node.period)
+        due = rater.change_fee_quantity(node.period, command.fee, command.quantity, time)
+        if isinstance(due, Rejection):
+            return denied(Reason.rating_rejected, due.field, due.message)
+        self._post(node, due, REVENUE_FEES, PK.fee, time, command.id, alerts)
+        return self._accepted(node, amount=due)
+
+    def _one_time_charge(
+        self, command: c.OneTimeCharge, node: NodeState, time: Instant, alerts: list[Alert]
+    ) -> Outcome:
+        if node.period is None:
+            return denied(Reason.no_tariff, "tenant", "the tenant has no tariff")
+        if not command.amount.is_finite() or command.amount < 0:
+            return denied(Reason.invalid_amount, "amount", "must not be negative")
+        if not command.quantity.is_finite() or command.quantity <= 0:
+            return denied(Reason.invalid_quantity, "quantity", "must be greater than zero")
+        rater = self._rater(node, node.period)
+        due = rater.add_one_time(
+            node.period, command.id, command.description, command.amount, command.quantity, time
+        )
+        self._post(node, due, REVENUE_FEES, PK.fee, time, command.id, alerts)
+        return self._accepted(node, amount=due)
+
+    # Planning, checking and applying usage --------------------------------------------------
+
+    def _plan(
+        self, leaf: NodeState, event: Event, time: Instant, *, reserve: bool = False
+    ) -> Plan | Outcome:
+        """Price ``event`` at every tenant on its path, changing nothing."""
+        if event.time > time:
+            return denied(Reason.event_in_future, "usage_time", "usage cannot lie ahead")
+        path = self._path(leaf)
+        steps: list[Step] = []
+        units = ZERO
+        for position, node in enumerate(path):
+            if node.period is None:
+                continue
+            where = self._period_for(node, event.time, time)
+            if isinstance(where, Outcome):
+                return where
+            state, closed = where
+            rater = self._rater(node, state)
+            units = event.quantity
+            ahead = self._held_units(node, event.meter) if reserve else ZERO
+            cost = rater.quote(state, event, ahead) if closed is None else rater.quote(state, event)
+            if isinstance(cost, Rejection):
+                return denied(Reason.rating_rejected, cost.field, cost.message)
+            source = (
+                path[position - 1].tenant if position else (node.tenant if node.children else None)
+            )
+            steps.append(
+                Step(node=node, rater=rater, state=state, closed=closed, cost=cost, source=source)
+            )
+        if not any(step.node.wallet is not None for step in steps):
+            return denied(
+                Reason.no_tariff, "tenant", "no tenant on the way to the root charges this usage"
+            )
+        return Plan(event=event, path=path, steps=steps, units=units)
+
+    def _check(self, plan: Plan, time: Instant) -> Outcome | None:
+        """Whether every tenant on the path allows the plan: suspension, quotas, caps, money."""
+        for node in plan.path:
+            if node.suspended:
+                return denied(
+                    Reason.account_suspended, "tenant", f"tenant {node.tenant!r} is suspended"
+                )
+            quota = _quota(node, plan.event.meter)
+            if quota is not None and quota.hard is not None:
+                used = node.units.get(plan.event.meter, ZERO)
+                held = node.units_held.get(plan.event.meter, ZERO)
+                if used + held + plan.units > quota.hard:
+                    return denied(
+                        Reason.quota_exceeded,
+                        "quantity",
+                        f"quota of {quota.hard} {plan.event.meter} per period",
+                    )
+        costs = plan.costs()
+        for node, payer in self._draws(plan):
+            cap = node.settings.cap
+            cost = costs.get(payer.tenant, ZERO)
+            if cap is not None and node.drawn + node.drawn_held + cost > cap:
+                return denied(
+                    Reason.cap_exceeded,
+                    "quantity",
+                    f"tenant {node.tenant!r} may draw at most {cap} per period",
+                )
+        for step in plan.steps:
+            wallet = step.node.wallet
+            if wallet is None or step.cost <= 0:
+                continue
+            if step.node.cut_off:
+                return denied(
+                    Reason.account_cut_off, None, "the account was cut off; a top-up reopens it"
+                )
+            if step.cost > wallet.available(time):
+                return denied(
+                    Reason.insufficient_credit,
+                    None,
+                    f"costs {step.cost}, {wallet.available(time)} available",
+                )
+        return None
+
+    def _draws(self, plan: Plan) -> list[tuple[NodeState, NodeState]]:
+        """Each pooled tenant on the path with the payer whose balance it draws from."""
+        draws: list[tuple[NodeState, NodeState]] = []
+        waiting: list[NodeState] = []
+        for node in plan.path:
+            if node.wallet is None:
+                waiting.append(node)
+                continue
+            draws.extend((pooled, node) for pooled in waiting)
+            waiting = []
+        return draws
+
+    def _hold(self, plan: Plan) -> list[Hold]:
+        holds: list[Hold] = []
+        for step in plan.steps:
+            wallet = step.node.wallet
+            if wallet is not None and step.cost > 0:
+                wallet.ledger.hold(step.cost)
+                holds.append(Hold(tenant=step.node.tenant, amount=step.cost))
+        costs = plan.costs()
+        for node, payer in self._draws(plan):
+            amount = costs.get(payer.tenant, ZERO)
+            if node.settings.cap is not None and amount > 0:
+                node.drawn_held += amount
+                holds.append(Hold(tenant=node.tenant, amount=amount, capped=True))
+        for node in plan.path:
+            held = node.units_held.get(plan.event.meter, ZERO)
+            node.units_held[plan.event.meter] = held + plan.units
+        return holds
+
+    def _unhold(self, holds: list[Hold], meter: str, units: Decimal, leaf: NodeState) -> None:
+        for hold in holds:
+            node = self.state.nodes[hold.tenant]
+            if hold.capped:
+                node.drawn_held -= hold.amount
+            else:
+                assert node.wallet is not None
+                node.wallet.ledger.release(hold.amount)
+        for node in self._path(leaf):
+            if units:
+                node.units_held[meter] = node.units_held.get(meter, ZERO) - units
+
+    def _rehold(self, holds: list[Hold], meter: str, units: Decimal, leaf: NodeState) -> None:
+        for hold in holds:
+            node = self.state.nodes[hold.tenant]
+            if hold.capped:
+                node.drawn_held += hold.amount
+            else:
+                assert node.wallet is not None
+                node.wallet.ledger.hold(hold.amount)
+        for node in self._path(leaf):
+            if units:
+                node.units_held[meter] = node.units_held.get(meter, ZERO) + units
+
+    def _held_units(self, node: NodeState, meter: str) -> Decimal:
+        """Units already reserved at ``node`` for ``meter``: a new reservation is priced as if
+        they had been used, so that holds never fall short when tiers rise."""
+        return node.units_held.get(meter, ZERO)
+
+    def _apply(self, plan: Plan, time: Instant, reference: str, alerts: list[Alert]) -> Decimal:
+        """Rate and charge the plan at every tenant on the path; the payer's amount."""
+        event = plan.event
+        amounts: dict[str, Decimal] = {}
+        for step in plan.steps:
+            amount = self._rate_step(step, event, time, reference)
+            amounts[step.node.tenant] = amount
+            if step.node.wallet is not None:
+                self._post(step.node, amount, REVENUE_USAGE, PK.charge, time, reference, alerts)
+        for node, payer in self._draws(plan):
+            node.drawn += amounts.get(payer.tenant, ZERO)
+        for node in plan.path:
+            if _quota(node, event.meter) is not None:
+                node.units[event.meter] = node.units.get(event.meter, ZERO) + plan.units
+                self._quota_alerts(node, event.meter, time, alerts)
+        return next((amounts[s.node.tenant] for s in plan.steps if s.node.wallet is not None), ZERO)
+
+    def _rate_step(self, step: Step, event: Event, time: Instant, reference: str) -> Decimal:
+        if step.closed is None:
+            amount = step.rater.rate(step.state, event, step.source)
+            assert isinstance(amount, Decimal), "a planned event is always rateable"
+            return amount
+        late = step.rater.rate_late(step.state, step.closed.issued, event, time)
+        assert not isinstance(late, Rejection), "a planned late event is always rateable"
+        step.closed.issued = msgspec.structs.replace(late.revised, revision=late.delta.revision)
+        self.state.statements.append((step.node.tenant, late.delta))
+        closing = late.delta.closing_amount
+        if step.node.wallet is not None and closing:
+            self._post_closing(
+                step.node,
+                late.delta.rounding_difference,
+                closing - late.delta.rounding_difference,
+                time,
+                reference,
+            )
+        return late.marginal
+
+    def _post(
+        self,
+        node: NodeState,
+        amount: Decimal,
+        revenue: str,
+        kind: PK,
+        time: Instant,
+        reference: str,
+        alerts: list[Alert],
+    ) -> None:
+        if node.wallet is None or not amount:
+            return
+        node.wallet.charge(amount, revenue, kind, time, reference)
+        node.spent += amount
+        self._after_charge(node, time, alerts)
+
+    def _after_charge(self, node: NodeState, time: Instant, alerts: list[Alert]) -> None:
+        wallet = node.wallet
+        assert wallet is not None
+        balance = wallet.balance()
+        settings = node.settings
+        for threshold in settings.balance_alerts:
+            if balance < threshold:
+                _fire(
+                    node,
+                    f"balance_below:{threshold}",
+                    alerts,
+                    AlertKind.balance_below,
+                    time,
+                    f"balance {balance} is below {threshold}",
+                    threshold,
+                )
+        if settings.budget:
+            for step in BUDGET_STEPS:
+                if node.spent * 100 >= settings.budget * step:
+                    _fire(
+                        node,
+                        f"budget:{step}",
+                        alerts,
+                        AlertKind.budget_reached,
+                        time,
+                        f"{step} % of the budget of {settings.budget} spent",
+                        node.spent,
+                    )
+        if settings.auto_top_up_below is not None and balance < settings.auto_top_up_below:
+            _fire(
+                node,
+                "auto_top_up",
+                alerts,
+                AlertKind.auto_top_up,
+                time,
+                f"balance {balance} is below {settings.auto_top_up_below}",
+                balance,
+            )
+        if not node.cut_off and balance + wallet.credit_limit < 0:
+            node.cut_off = True
+            alerts.append(
+                Alert(
+                    kind=AlertKind.cut_off,
+                    tenant=node.tenant,
+                    at=time,
+                    detail="the balance is past the credit limit",
+                    amount=balance,
+                )
+            )
+
+    def _quota_alerts(
+        self, node: NodeState, meter: str, time: Instant, alerts: list[Alert]
+    ) -> None:
+        quota = _quota(node, meter)
+        assert quota is not None
+        used = node.units.get(meter, ZERO)
+        if quota.soft is not None and used >= quota.soft:
+            _fire(
+                node,
+                f"soft:{meter}",
+                alerts,
+                AlertKind.soft_limit_reached,
+                time,
+                f"{used} of {meter} used, soft limit {quota.soft}",
+                used,
+            )
+        if quota.hard is not None and used >= quota.hard:
+            _fire(
+                node,
+                f"quota:{meter}",
+                alerts,
+                AlertKind.quota_reached,
+                time,
+                f"{used} of {meter} used, quota {quota.hard}",
+                used,
+            )
+
+    # Periods --------------------------------------------------------------------------------
+
+    def _rater(self, node: NodeState, state: PeriodState) -> PeriodRater:
+        rater = self.tariffs.rater_for(state.tariff, state.version, node.settings.time_zone)
+        assert rater is not None, f"tariff {state.tariff} v{state.version} disappeared"
+        return rater
+
+    def _period_for(
+        self, node: NodeState, at: Instant, time: Instant
+    ) -> tuple[PeriodState, ClosedPeriod | None] | Outcome:
+        assert node.period is not None
+        current = node.period
+        if at >= current.period.start:
+            return current, None
+        for closed in node.closed:
+            period = closed.state.period
+            if period.start <= at < period.end:
+                if time >= closed.accepts_until:
+                    break
+                return closed.state, closed
+        return denied(
+            Reason.event_too_late,
+            "usage_time",
+            "the usage falls in a period that no longer accepts late events",
+        )
+
+    def _open_period(
+        self,
+        node: NodeState,
+        rater: PeriodRater,
+        period: Period,
+        start: Instant,
+        previous: PeriodState | None,
+        alerts: list[Alert],
+    ) -> None:
+        self._note_timer(period.end)
+        self._gauge_tenants = None
+        same_tariff = previous is not None and previous.tariff == rater.tariff
+        node.period_number = node.period_number + 1 if same_tariff else 1
+        state, due = rater.open(
+            period,
+            period_number=node.period_number,
+            active_from=start if start > period.start else None,
+            previous=previous,
+        )
+        node.period = state
+        self._post(
+            node, due, REVENUE_FEES, PK.fee, start, f"{node.tenant}:period:{period.start}", alerts
+        )
+
+    def _close_period(self, node: NodeState, alerts: list[Alert]) -> None:
+        state = node.period
+        assert state is not None
+        end = state.period.end
+        for session in list(self.state.sessions.values()):
+            if node.tenant in self._path_names(session.tenant):
+                self._charge_segment(session, end, f"{session.session_id}:{end}", alerts)
+        rater = self._rater(node, state)
+        gauges = rater.accrue(state, end)
+        self._post(
+            node, gauges, REVENUE_USAGE, PK.charge, end, f"{node.tenant}:gauges:{end}", alerts
+        )
+        statement = rater.close(state)
+        self.state.statements.append((node.tenant, statement))
+        if node.wallet is not None:
+            closing = statement.closing_amount - statement.rounding_difference
+            self._post_closing(
+                node,
+                statement.rounding_difference,
+                closing,
+                end,
+                f"{node.tenant}:close:{state.period.start}",
+            )
+        node.closed.append(
+            ClosedPeriod(
+                state=state,
+                issued=statement,
+                accepts_until=end + rater.version.late_event_grace_seconds,
+            )
+        )
+        node.units, node.drawn, node.spent, node.fired = {}, ZERO, ZERO, []
+        tariff = node.settings.tariff
+        assert tariff is not None
+        next_rater = self.tariffs.rater(tariff, end, node.settings.time_zone) or rater
+        self._open_period(node, next_rater, next_rater.period_at(end), end, state, alerts)
+        for session in list(self.state.sessions.values()):
+            if node.tenant in self._path_names(session.tenant):
+                self._regrant_or_cut_off(session, end, alerts)
+
+    def _post_closing(
+        self, node: NodeState, rounding: Decimal, closing: Decimal, time: Instant, reference: str
+    ) -> None:
+        wallet = node.wallet
+        assert wallet is not None
+        if closing:
+            wallet.charge(closing, REVENUE_FEES, PK.fee, time, reference)
+        if rounding:
+            wallet.charge(rounding, REVENUE_ROUNDING, PK.rounding, time, reference)
+
+    # Time -----------------------------------------------------------------------------------
+
+    def _timers(self) -> Iterator[tuple[Instant, int, str]]:
+        """Everything due without a command: (instant, order within an instant, key)."""
+        for reservation in self.state.reservations.values():
+            yield reservation.expires_at, 0, "r:" + reservation.reservation_id
+        for grant in self.state.slices.values():
+            yield grant.expires_at, 1, "g:" + grant.grant_id
+        for session in self.state.sessions.values():
+            if session.granted_until is not None:
+                yield session.granted_until, 2, "s:" + session.session_id
+        for node in self.state.nodes.values():
+            if node.wallet is not None:
+                for credit in node.wallet.grants:
+                    if credit.expires_at is not None:
+                        yield credit.expires_at, 3, "c:" + node.tenant
+            if node.period is not None:
+                yield node.period.period.end, 4, "p:" + node.tenant
+            for closed in node.closed[:1]:
+                yield closed.accepts_until, 5, "l:" + node.tenant
+
+    def _advance(self, now: Instant) -> list[Alert]:
+        alerts: list[Alert] = []
+        if not self._due_known:
+            self._due, self._due_known = self.next_timer(), True
+        while self._due is not None and self._due <= now:
+            due = [timer for timer in self._timers() if timer[0] <= now]
+            if not due:
+                self._due = self.next_timer()
+                continue
+            at, order, key = min(due)
+            self._fire_timer(at, order, key[2:], alerts)
+            self._due = self.next_timer()
+        for tenant in self._gauges():
+            node = self.state.nodes[tenant]
+            assert node.period is not None
+            accrued = self._rater(node, node.period).accrue(node.period, now)
+            self._post(
+                node, accrued, REVENUE_USAGE, PK.charge, now, f"{node.tenant}:gauges:{now}", alerts
+            )
+        return alerts
+
+    def _note_timer(self, at: Instant) -> None:
+        if self._due_known and (self._due is None or at < self._due):
+            self._due = at
+
+    def _gauges(self) -> list[str]:
+        if self._gauge_tenants is None:
+            self._gauge_tenants = [
+                node.tenant
+                for node in self.state.nodes.values()
+                if node.period is not None and self._rater(node, node.period).gauges
+            ]
+        return self._gauge_tenants
+
+    def _fire_timer(self, at: Instant, order: int, key: str, alerts: list[Alert]) -> None:
+        if order == 0:
+            reservation = self.state.reservations.pop(key)
+            leaf = self.state.nodes[reservation.tenant]
+            self._unhold(reservation.holds, reservation.meter, reservation.quantity, leaf)
+        elif order == 1:
+            grant = self.state.slices[key]
+            rest = grant.quantity - grant.used
+            if self.state.nodes[grant.tenant].settings.grant_expiry is GrantExpiry.release:
+                rest = ZERO
+            self._settle_slice(grant, rest, at, f"{key}:expired", alerts, final=True)
+        elif order == 2:
+            self._regrant_or_cut_off(self.state.sessions[key], at, alerts)
+        elif order == 3:
+            node = self.state.nodes[key]
+            assert node.wallet is not None
+            for grant_expired, posting in node.wallet.expire(at):
+                alerts.append(
+                    Alert(
+                        kind=AlertKind.credit_expired,
+                        tenant=node.tenant,
+                        at=at,
+                        detail=f"credit {grant_expired.grant_id} expired",
+                        amount=posting.amount,
+                    )
+                )
+        elif order == 4:
+            self._close_period(self.state.nodes[key], alerts)
+        else:
+            node = self.state.nodes[key]
+            node.closed.pop(0)
+
+    # Helpers --------------------------------------------------------------------------------
+
+    def _path(self, node: NodeState) -> list[NodeState]:
+        path = [node]
+        nodes = self.state.nodes
+        while path[-1].settings.parent is not None:
+            path.append(nodes[path[-1].settings.parent])
+        return path
+
+    def _path_names(self, tenant: str) -> list[str]:
+        return [n.tenant for n in self._path(self.state.nodes[tenant])]
+
+    def _accepted(
+        self,
+        node: NodeState,
+        *,
+        amount: Decimal = ZERO,
+        expires_at: Instant | None = None,
+        granted_until: Instant | None = None,
+    ) -> Outcome:
+        payer = self.payer(node)
+        wallet = payer.wallet if payer is not None else None
+        return Outcome(
+            accepted=True,
+            amount=amount,
+            balance=wallet.balance() if wallet else None,
+            available=wallet.available(self.state.clock) if wallet else None,
+            expires_at=expires_at,
+            granted_until=granted_until,
+        )
+
+    def _remember(
+        self, command_id: str, fingerprint: bytes, time: Instant, outcome: Outcome
+    ) -> None:
+        remembered = self.state.remembered
+        remembered[command_id] = Remembered(fingerprint=fingerprint, at=time, outcome=outcome)
+        oldest = time - REMEMBERED_SECONDS
+        while remembered:
+            first = next(iter(remembered))
+            entry = remembered[first]
+            if len(remembered) <= REMEMBERED_MAX and entry.at >= oldest:
+                break
+            del remembered[first]
+
+
+def _fingerprint(command: c.Command) -> bytes:
+    """What identifies a command's content: everything but the time the host stamped on it,
+    so that a retry received later is recognised."""
+    body = msgspec.msgpack.encode(msgspec.structs.replace(command, time=0))
+    return hashlib.blake2b(body, digest_size=16).digest()
+
+
+def _event(command: c.AuthorizeAndRecord | c.Record | c.Authorize) -> Event:
+    return Event(
+        id=command.id,
+        meter=command.meter,
+        time=command.at,
+        quantity=command.quantity,
+        properties=command.properties,
+        duration_seconds=command.duration_seconds,
+    )
+
+
+def _quota(node: NodeState, meter: str) -> Quota | None:
+    for quota in node.settings.quotas:
+        if quota.meter == meter:
+            return quota
+    return None
+
+
+def _payer_amount(plan: Plan) -> Decimal:
+    return next((s.cost for s in plan.steps if s.node.wallet is not None), ZERO)
+
+
+def _held(holds: list[Hold], leaf: NodeState, tree: TenantTree) -> Decimal:
+    payer = tree.payer(leaf)
+    return sum(
+        (h.amount for h in holds if payer and h.tenant == payer.tenant and not h.capped), ZERO
+    )
+
+
+def _fire(
+    node: NodeState,
+    key: str,
+    alerts: list[Alert],
+    kind: AlertKind,
+    time: Instant,
+    detail: str,
+    amount: Decimal | None = None,
+) -> None:
+    if key in node.fired:
+        return
+    node.fired.append(key)
+    alerts.append(Alert(kind=kind, tenant=node.tenant, at=time, detail=detail, amount=amount))
+
+
+def _unfire(node: NodeState, key: str) -> None:
+    if key in node.fired:
+        node.fired.remove(key)
