@@ -22,7 +22,7 @@ import decimal
 from bisect import bisect_right
 from decimal import Decimal, InvalidOperation
 from enum import Enum, StrEnum
-from typing import Annotated, Final
+from typing import Annotated, Final, Protocol
 
 import msgspec
 
@@ -125,7 +125,23 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
     properties: dict[PropertyName, PropertyValue] = {}
 
 
-def event_value(meter: Meter, event: Event) -> Decimal | Rejection:
+class Usage(Protocol):
+    """What rating reads from an event. :class:`Event` is one; so is a usage command, whose
+    usage time is its time."""
+
+    @property
+    def meter(self) -> str: ...
+    @property
+    def time(self) -> Instant: ...
+    @property
+    def quantity(self) -> Decimal: ...
+    @property
+    def duration_seconds(self) -> int: ...
+    @property
+    def properties(self) -> dict[str, str]: ...
+
+
+def event_value(meter: Meter, event: Usage) -> Decimal | Rejection:
     """The number an event contributes, or why it cannot be rated."""
     if meter.value_property is None:
         value = event.quantity

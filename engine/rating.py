@@ -13,6 +13,7 @@ amounts therefore telescopes to the period's amount exactly, whatever the order 
 from __future__ import annotations
 
 import copy
+import decimal
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from zoneinfo import ZoneInfo
@@ -30,6 +31,7 @@ from engine.meters import (
     Meter,
     SumState,
     TimeWeightedState,
+    Usage,
     event_value,
     new_state,
 )
@@ -100,6 +102,23 @@ class PeriodState(msgspec.Struct, kw_only=True):
     """Marginal amounts by the sub-tenant that caused them, then by charge."""
 
 
+_BUDGETED = (Aggregation.sum, Aggregation.count)
+
+
+def _plain_value(meter: Meter, value: Decimal) -> bool:
+    """Whether ``value`` is what :func:`event_value` accepts, checked the quick way; where it
+    is not, :func:`event_value` says why."""
+    try:
+        return (
+            value.is_finite()
+            and ZERO <= value < MAGNITUDE_MAX
+            and not (value * QUANTUM_INVERSE) % 1
+            and not (meter.aggregation is Aggregation.count and value % 1)
+        )
+    except decimal.Inexact:  # the strict context: more digits than the engine carries
+        return False
+
+
 class LateRating(msgspec.Struct, frozen=True, kw_only=True):
     marginal: Decimal
     """What the late event adds at once, as any event would."""
@@ -163,7 +182,7 @@ class CompiledCharge:
         return self.attribute is not None or self.meter.unique_property is not None
 
     # Checks come before any change, so that a rejected event changes nothing.
-    def check(self, event: Event) -> Rejection | None:
+    def check(self, event: Usage) -> Rejection | None:
         if self.attribute is not None:
             value = event.properties.get(self.attribute)
             if value not in self.prices and OTHER_VALUES not in self.prices:
@@ -179,10 +198,12 @@ class CompiledCharge:
             )
         return None
 
-    def apply(self, state: ChargeState, event: Event, value: Decimal, period: Period) -> Decimal:
+    def apply(self, state: ChargeState, event: Usage, value: Decimal, period: Period) -> Decimal:
         """Add the event and return the change in the charge's amount (its marginal amount)."""
         if self.fast:
-            return self._apply_fast(state, event, value, period)
+            marginal = self._apply_fast(state, event, value, period)
+            assert marginal is not None
+            return marginal
         group = self.meter.group(event.properties) if self.meter.group_by else ""
         unique = event.properties.get(self.meter.unique_property or "")
         touched: list[BucketState] = []
@@ -193,37 +214,53 @@ class CompiledCharge:
         return self._reprice(state, touched, event.time)
 
     def _apply_fast(
-        self, state: ChargeState, event: Event, value: Decimal, period: Period
-    ) -> Decimal:
-        """:meth:`apply` and :meth:`_reprice` for a single bucket, written out for speed."""
+        self,
+        state: ChargeState,
+        event: Usage,
+        value: Decimal,
+        period: Period,
+        budget: Decimal | None = None,
+    ) -> Decimal | None:
+        """:meth:`apply` and :meth:`_reprice` for a single bucket, written out for speed.
+
+        With a ``budget``, a positive marginal amount above it changes nothing and gives None
+        (counts and sums only; other aggregations must be quoted first).
+        """
         bucket = state.buckets.get("")
         if bucket is None:
             bucket = self._bucket(state, "", "", period)
         aggregate = bucket.aggregate
         kind = aggregate.__class__
         if kind is SumState or kind is CountState:
-            aggregate.events += 1
-            quantity = aggregate.total = aggregate.total + value  # type: ignore[union-attr]
+            events = aggregate.events + 1
+            quantity = total = aggregate.total + value  # type: ignore[union-attr]
         else:
+            assert budget is None, "only counts and sums are rated within a budget"
             aggregate.add(value, event.time, None)
             quantity = aggregate.quantity(event.time)
+            events = aggregate.events
+            total = ZERO
         free = self.free_units
         if free:
             quantity = quantity - free if quantity > free else ZERO
-        events = aggregate.events
         change = self.single.marginal(  # type: ignore[union-attr]
             bucket.priced_quantity, quantity, bucket.priced_events, events
         )
-        bucket.priced_quantity = quantity
-        bucket.priced_events = events
-        if not change:
-            return ZERO
-        bucket.amount += change
-        raw = state.raw_amount = state.raw_amount + change
+        raw = state.raw_amount + change
         maximum = self.maximum
         charged = raw if maximum is None or raw <= maximum else maximum
         marginal = charged - state.charged_amount
-        state.charged_amount = charged
+        if budget is not None and marginal > 0 and marginal > budget:
+            return None
+        if kind is SumState or kind is CountState:
+            aggregate.events = events
+            aggregate.total = total  # type: ignore[union-attr]
+        bucket.priced_quantity = quantity
+        bucket.priced_events = events
+        if change:
+            bucket.amount += change
+            state.raw_amount = raw
+            state.charged_amount = charged
         return marginal
 
     def peek(
@@ -271,7 +308,7 @@ class CompiledCharge:
         """Bring every gauge of the charge up to ``as_of`` and return the added amount."""
         return self._reprice(state, list(state.buckets.values()), as_of)
 
-    def _shares(self, event: Event, value: Decimal) -> list[tuple[str, Decimal]]:
+    def _shares(self, event: Usage, value: Decimal) -> list[tuple[str, Decimal]]:
         basis = self.time_basis
         if self.attribute is not None:
             chosen = event.properties.get(self.attribute, "")
@@ -290,7 +327,7 @@ class CompiledCharge:
             return [(route, value if seconds is None else value * seconds)]
         return self._spread(event, value)
 
-    def _spread(self, event: Event, value: Decimal) -> list[tuple[str, Decimal]]:
+    def _spread(self, event: Usage, value: Decimal) -> list[tuple[str, Decimal]]:
         """Split usage over time at window boundaries, to the second."""
         assert self.schedule is not None
         pieces = self.schedule.split(event.time, event.duration_seconds, self.zone)
@@ -500,7 +537,7 @@ class PeriodRater:
     # Usage ---------------------------------------------------------------------------------
 
     def rate(
-        self, state: PeriodState, event: Event, source: str | None = None
+        self, state: PeriodState, event: Usage, source: str | None = None
     ) -> Decimal | Rejection:
         """Record ``event`` into the period and return its exact marginal amount.
 
@@ -511,15 +548,13 @@ class PeriodRater:
         if fast is not None and source is None:
             # One plain charge on a plain meter: the path most events take, written out.
             value = event.quantity
-            if (
-                not (value.is_finite() and ZERO <= value < MAGNITUDE_MAX)
-                or (value * QUANTUM_INVERSE) % 1
-            ):
+            if not _plain_value(fast.meter, value):
                 return event_value(fast.meter, event)
             charge_state = state.charges.get(fast.key)
             if charge_state is None:
                 charge_state = state.charges[fast.key] = ChargeState()
             marginal = fast._apply_fast(charge_state, event, value, state.period)
+            assert marginal is not None
             state.charged_live += marginal
             return marginal
         prepared = self._prepare(event)
@@ -543,7 +578,37 @@ class PeriodRater:
         state.charged_live += marginal
         return marginal
 
-    def _prepare(self, event: Event) -> tuple[list[CompiledCharge], Decimal] | Decimal | Rejection:
+    def rate_within(
+        self, state: PeriodState, event: Usage, budget: Decimal
+    ) -> tuple[bool, Decimal] | Rejection:
+        """Rate ``event`` only if its marginal amount is at most ``budget`` (or not positive):
+        ``(True, amount)`` once recorded, ``(False, cost)`` when it would cost more, changing
+        nothing. One computation serves both the decision and the record."""
+        fast = self.fast_by_meter.get(event.meter)
+        if fast is not None and fast.meter.aggregation in _BUDGETED:
+            value = event.quantity
+            if _plain_value(fast.meter, value):
+                charge_state = state.charges.get(fast.key)
+                if charge_state is None:
+                    charge_state = state.charges[fast.key] = ChargeState()
+                marginal = fast._apply_fast(charge_state, event, value, state.period, budget)
+                if marginal is None:
+                    over = fast.peek(charge_state, value)
+                    assert over is not None
+                    return False, over
+                state.charged_live += marginal
+                return True, marginal
+        cost = self.quote(state, event)
+        if isinstance(cost, Rejection):
+            return cost
+        if cost > 0 and cost > budget:
+            return False, cost
+        amount = self.rate(state, event)
+        if isinstance(amount, Rejection):
+            return amount
+        return True, amount
+
+    def _prepare(self, event: Usage) -> tuple[list[CompiledCharge], Decimal] | Decimal | Rejection:
         """The charges an event feeds and its value; ZERO if none prices it; or why not."""
         compiled_charges = self.by_meter.get(event.meter)
         if compiled_charges is None:
@@ -563,7 +628,7 @@ class PeriodRater:
                     return rejection
         return compiled_charges, value
 
-    def quote(self, state: PeriodState, event: Event, ahead: Decimal = ZERO) -> Decimal | Rejection:
+    def quote(self, state: PeriodState, event: Usage, ahead: Decimal = ZERO) -> Decimal | Rejection:
         """What rating ``event`` would cost now, without recording it.
 
         ``ahead`` units of the same meter are priced in first, as if already used: a
@@ -583,7 +648,7 @@ class PeriodRater:
         return total
 
     def _quote_on_copy(
-        self, state: PeriodState, event: Event, ahead: Decimal
+        self, state: PeriodState, event: Usage, ahead: Decimal
     ) -> Decimal | Rejection:
         trial = PeriodState(
             period=state.period,
@@ -596,7 +661,13 @@ class PeriodRater:
             },
         )
         if ahead > 0:
-            held = msgspec.structs.replace(event, quantity=ahead, duration_seconds=0)
+            held = Event(
+                id="held",
+                meter=event.meter,
+                time=event.time,
+                quantity=ahead,
+                properties=dict(event.properties),
+            )
             self.rate(trial, held)
         return self.rate(trial, event)
 

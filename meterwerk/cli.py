@@ -12,7 +12,11 @@ def main(argv: list[str] | None = None) -> int:
     serve = commands.add_parser("serve", help="start the server (embedded default)")
     serve.set_defaults(handler=_serve)
     bench = commands.add_parser("bench", help="run a benchmark and print its figures")
-    bench.add_argument("what", choices=["engine"], help="engine: incremental rating per model")
+    bench.add_argument(
+        "what",
+        choices=["engine", "accounts"],
+        help="engine: incremental rating per model; accounts: records and reservations",
+    )
     bench.add_argument("--seconds", type=float, default=1.0, help="time per measurement")
     bench.set_defaults(handler=_bench)
     rate = commands.add_parser("rate", help="rate a file of events against a catalogue")
@@ -43,6 +47,10 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    if args.what == "accounts":
+        from load_tests.bench_accounts import run as run_accounts
+
+        return run_accounts(seconds=args.seconds)
     from load_tests.bench_engine import run
 
     return run(seconds=args.seconds)

@@ -72,9 +72,16 @@ class LedgerAccount(msgspec.Struct, kw_only=True, array_like=True):
         return self.credits_posted - self.debits_posted
 
 
+def is_customer_side(name: str) -> bool:
+    return name == RECEIVABLE or name.startswith(GRANT_PREFIX)
+
+
 class Ledger(msgspec.Struct, kw_only=True):
     accounts: dict[str, LedgerAccount] = msgspec.field(default_factory=dict)
     postings_count: int = 0
+    customer_credits: Decimal = ZERO
+    """Credits less debits posted to the customer side (grants and receivable), kept as each
+    posting is made; :meth:`check` recomputes it from the accounts."""
 
     def account(self, name: str) -> LedgerAccount:
         account = self.accounts.get(name)
@@ -87,12 +94,27 @@ class Ledger(msgspec.Struct, kw_only=True):
         return account.credit_balance if account else ZERO
 
     def post(self, posting: Posting) -> Posting:
-        assert posting.amount > 0, f"a posting moves a positive amount: {posting}"
-        assert posting.debit != posting.credit
-        self.account(posting.debit).debits_posted += posting.amount
-        self.account(posting.credit).credits_posted += posting.amount
-        self.postings_count += 1
+        self.move(posting.debit, posting.credit, posting.amount)
         return posting
+
+    def move(self, debit: str, credit: str, amount: Decimal) -> None:
+        """Post ``amount`` from ``debit`` to ``credit`` (the hot path: no Posting object)."""
+        assert amount > 0, f"a posting moves a positive amount, not {amount}"
+        assert debit != credit
+        accounts = self.accounts
+        account = accounts.get(debit)
+        if account is None:
+            account = accounts[debit] = LedgerAccount()
+        account.debits_posted += amount
+        account = accounts.get(credit)
+        if account is None:
+            account = accounts[credit] = LedgerAccount()
+        account.credits_posted += amount
+        if is_customer_side(debit):
+            self.customer_credits -= amount
+        if is_customer_side(credit):
+            self.customer_credits += amount
+        self.postings_count += 1
 
     def hold(self, amount: Decimal) -> None:
         """Reserve ``amount``: pending on ``holds`` against ``revenue:usage``."""
@@ -114,11 +136,7 @@ class Ledger(msgspec.Struct, kw_only=True):
 
     def customer_balance(self) -> Decimal:
         """The tenant's money: its grants less what it owes."""
-        total = ZERO
-        for name, account in self.accounts.items():
-            if name.startswith(GRANT_PREFIX) or name == RECEIVABLE:
-                total += account.credit_balance
-        return total
+        return self.customer_credits
 
     def check(self) -> None:
         """Every posting and every hold balances: debits equal credits, posted and pending."""
@@ -126,3 +144,8 @@ class Ledger(msgspec.Struct, kw_only=True):
         pending = sum((a.debits_pending - a.credits_pending for a in self.accounts.values()), ZERO)
         assert posted == 0, f"posted debits and credits differ by {posted}"
         assert pending == 0, f"pending debits and credits differ by {pending}"
+        customer = sum(
+            (a.credit_balance for name, a in self.accounts.items() if is_customer_side(name)),
+            ZERO,
+        )
+        assert customer == self.customer_credits, "the customer total drifted from its accounts"

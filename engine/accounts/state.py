@@ -9,7 +9,7 @@ from typing import Final
 
 import msgspec
 
-from engine.accounts.commands import Alert, Outcome
+from engine.accounts.commands import Alert, Command, Outcome
 from engine.accounts.settings import TenantSettings
 from engine.accounts.wallet import Wallet
 from engine.instants import Instant
@@ -98,7 +98,10 @@ class NodeState(msgspec.Struct, kw_only=True):
 
 
 class Remembered(msgspec.Struct, kw_only=True, array_like=True):
-    fingerprint: bytes
+    """A handled command and its outcome. The command itself is kept, rather than a hash of
+    it, so that the common case (an id never seen again) costs nothing to fingerprint."""
+
+    command: Command
     at: Instant
     outcome: Outcome
 
@@ -112,6 +115,10 @@ class TreeState(msgspec.Struct, kw_only=True):
     slices: dict[str, Slice] = msgspec.field(default_factory=dict)
     sessions: dict[str, Session] = msgspec.field(default_factory=dict)
     remembered: dict[str, Remembered] = msgspec.field(default_factory=dict)
+    remembered_before: dict[str, Remembered] = msgspec.field(default_factory=dict)
+    """The previous generation of remembered ids (see ``tree.REMEMBERED_MAX``)."""
+    remembered_since: Instant = 0
+    """When the current generation began."""
     statements: list[tuple[str, Statement]] = msgspec.field(default_factory=list)
     """Statements waiting to be taken by the invoice pipeline: (tenant, statement)."""
     alerts: list[Alert] = msgspec.field(default_factory=list)

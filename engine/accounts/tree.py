@@ -13,9 +13,9 @@ balance, and counts against the pooled tenant's cap.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterator
 from decimal import Decimal
+from functools import cached_property
 from typing import Final
 
 import msgspec
@@ -46,9 +46,12 @@ from engine.rejections import Rejection
 from engine.statements import Statement
 
 REMEMBERED_MAX: Final = 100_000
-"""Ids remembered per tree for idempotency; the oldest are forgotten first."""
+"""At most this many ids are held per tree for idempotency, in two generations of half as
+many; when the current generation is full or older than ``REMEMBERED_SECONDS``, the previous
+one is forgotten and the current one takes its place."""
 REMEMBERED_SECONDS: Final = 86_400
-"""Ids are remembered for at least this long, unless ``REMEMBERED_MAX`` is reached first."""
+"""Ids are remembered for at least this long, unless ``REMEMBERED_MAX // 2`` newer ids arrive
+first."""
 BUDGET_STEPS: Final = (50, 80, 100)
 
 
@@ -86,6 +89,7 @@ class TenantTree:
         self._due: Instant | None = None
         self._due_known = False
         self._gauge_tenants: list[str] | None = None
+        self._raters: dict[str, tuple[PeriodState, PeriodRater]] = {}
 
     @classmethod
     def new(cls, root: str, tariffs: TariffSource) -> TenantTree:
@@ -94,11 +98,11 @@ class TenantTree:
     # The one entry point --------------------------------------------------------------------
 
     def handle(self, command: c.Command) -> Outcome:
-        time = max(command.time, self.state.clock)
-        fingerprint = _fingerprint(command)
-        remembered = self.state.remembered.get(command.id)
+        state = self.state
+        time = command.time if command.time > state.clock else state.clock
+        remembered = state.remembered.get(command.id) or state.remembered_before.get(command.id)
         if remembered is not None:
-            if remembered.fingerprint != fingerprint:
+            if not _same_content(remembered.command, command):
                 return denied(
                     Reason.idempotency_conflict,
                     "id",
@@ -106,29 +110,35 @@ class TenantTree:
                 )
             return remembered.outcome
         alerts: list[Alert] = []
-        alerts.extend(self._advance(time))
+        if (
+            not self._due_known
+            or (self._due is not None and self._due <= time)
+            or self._gauge_tenants is None
+            or self._gauge_tenants
+        ):
+            alerts.extend(self._advance(time))
         outcome = self._dispatch(command, time, alerts)
         if alerts:
             outcome = msgspec.structs.replace(outcome, alerts=tuple(alerts))
-            self.state.alerts.extend(alerts)
-        if not isinstance(command, c.Advance):
-            self._remember(command.id, fingerprint, time, outcome)
-        self.state.clock = time
-        self.state.commands_applied += 1
+            state.alerts.extend(alerts)
+        if command.__class__ is not c.Advance:
+            self._remember(command, time, outcome)
+        state.clock = time
+        state.commands_applied += 1
         return outcome
 
     def _dispatch(self, command: c.Command, time: Instant, alerts: list[Alert]) -> Outcome:
-        if isinstance(command, c.ConfigureTenant):
-            return self._configure(command, time, alerts)
-        if isinstance(command, c.Advance):
+        kind = command.__class__
+        if kind is c.ConfigureTenant:
+            return self._configure(command, time, alerts)  # type: ignore[arg-type]
+        if kind is c.Advance:
             return Outcome(accepted=True)
         node = self.state.nodes.get(command.tenant)
         if node is None:
             return denied(Reason.unknown_tenant, "tenant", f"no tenant {command.tenant!r}")
-        handler = self._handlers().get(type(command))
-        assert handler is not None, f"no handler for {type(command).__name__}"
-        return handler(command, node, time, alerts)
+        return self._handlers[kind](command, node, time, alerts)
 
+    @cached_property
     def _handlers(self) -> dict[type, Callable[..., Outcome]]:
         return {
             c.TopUp: self._top_up,
@@ -264,7 +274,7 @@ class TenantTree:
         node.wallet.top_up(grant, command.id)
         if command.expires_at is not None:
             self._note_timer(command.expires_at)
-        if node.cut_off and node.wallet.available(time) > 0:
+        if node.cut_off and node.wallet.available_now() > 0:
             node.cut_off = False
         _unfire(node, "auto_top_up")
         return self._accepted(node, amount=command.amount)
@@ -307,6 +317,8 @@ class TenantTree:
     def _record(
         self, command: c.Record, node: NodeState, time: Instant, alerts: list[Alert]
     ) -> Outcome:
+        if self._standalone(node, command):
+            return self._one_step(command, node, time, alerts, authorize=False)
         plan = self._plan(node, _event(command), time)
         if isinstance(plan, Outcome):
             return plan
@@ -316,6 +328,8 @@ class TenantTree:
     def _authorize_and_record(
         self, command: c.AuthorizeAndRecord, node: NodeState, time: Instant, alerts: list[Alert]
     ) -> Outcome:
+        if self._standalone(node, command):
+            return self._one_step(command, node, time, alerts, authorize=True)
         plan = self._plan(node, _event(command), time)
         if isinstance(plan, Outcome):
             return plan
@@ -399,6 +413,71 @@ class TenantTree:
         del self.state.reservations[reservation.reservation_id]
         self._unhold(reservation.holds, reservation.meter, reservation.quantity, node)
         return self._accepted(node)
+
+    def _standalone(self, node: NodeState, command: c.Record | c.AuthorizeAndRecord) -> bool:
+        """Whether a usage command can take the short way: a tenant alone in its tree, with a
+        balance, no quotas, usage in the current period. The long way gives the same result."""
+        period = node.period
+        return (
+            node.wallet is not None
+            and period is not None
+            and not node.children
+            and node.settings.parent is None
+            and not node.settings.quotas
+            and not node.suspended
+            and command.usage_time is None
+            and period.period.start <= command.time < period.period.end
+        )
+
+    def _one_step(
+        self,
+        command: c.Record | c.AuthorizeAndRecord,
+        node: NodeState,
+        time: Instant,
+        alerts: list[Alert],
+        *,
+        authorize: bool,
+    ) -> Outcome:
+        period = node.period
+        wallet = node.wallet
+        assert period is not None and wallet is not None
+        rater = self._rater(node, period)
+        if authorize:
+            budget = ZERO if node.cut_off else wallet.available_now()
+            rated = rater.rate_within(period, command, budget)
+            if isinstance(rated, Rejection):
+                return denied(Reason.rating_rejected, rated.field, rated.message)
+            accepted, amount = rated
+            if not accepted:
+                if node.cut_off:
+                    return denied(
+                        Reason.account_cut_off, None, "the account was cut off; a top-up reopens it"
+                    )
+                return denied(
+                    Reason.insufficient_credit, None, f"costs {amount}, {budget} available"
+                )
+        else:
+            recorded = rater.rate(period, command)
+            if isinstance(recorded, Rejection):
+                return denied(Reason.rating_rejected, recorded.field, recorded.message)
+            amount = recorded
+        if amount:
+            wallet.charge(amount, REVENUE_USAGE, PK.charge, time, command.id)
+            node.spent += amount
+            settings = node.settings
+            if (
+                settings.balance_alerts
+                or settings.budget
+                or settings.auto_top_up_below is not None
+                or wallet.ledger.customer_credits + wallet.credit_limit < 0
+            ):
+                self._after_charge(node, time, alerts)
+        return Outcome(
+            accepted=True,
+            amount=amount,
+            balance=wallet.ledger.customer_credits,
+            available=wallet.available_now(),
+        )
 
     # Grants: slices spent by a caller -------------------------------------------------------
 
@@ -744,11 +823,10 @@ class TenantTree:
                 return denied(
                     Reason.account_cut_off, None, "the account was cut off; a top-up reopens it"
                 )
-            if step.cost > wallet.available(time):
+            available = wallet.available_now()
+            if step.cost > available:
                 return denied(
-                    Reason.insufficient_credit,
-                    None,
-                    f"costs {step.cost}, {wallet.available(time)} available",
+                    Reason.insufficient_credit, None, f"costs {step.cost}, {available} available"
                 )
         return None
 
@@ -944,8 +1022,12 @@ class TenantTree:
     # Periods --------------------------------------------------------------------------------
 
     def _rater(self, node: NodeState, state: PeriodState) -> PeriodRater:
+        cached = self._raters.get(node.tenant)
+        if cached is not None and cached[0] is state:
+            return cached[1]
         rater = self.tariffs.rater_for(state.tariff, state.version, node.settings.time_zone)
         assert rater is not None, f"tariff {state.tariff} v{state.version} disappeared"
+        self._raters[node.tenant] = (state, rater)
         return rater
 
     def _period_for(
@@ -1153,30 +1235,30 @@ class TenantTree:
             accepted=True,
             amount=amount,
             balance=wallet.balance() if wallet else None,
-            available=wallet.available(self.state.clock) if wallet else None,
+            available=wallet.available_now() if wallet else None,
             expires_at=expires_at,
             granted_until=granted_until,
         )
 
-    def _remember(
-        self, command_id: str, fingerprint: bytes, time: Instant, outcome: Outcome
-    ) -> None:
-        remembered = self.state.remembered
-        remembered[command_id] = Remembered(fingerprint=fingerprint, at=time, outcome=outcome)
-        oldest = time - REMEMBERED_SECONDS
-        while remembered:
-            first = next(iter(remembered))
-            entry = remembered[first]
-            if len(remembered) <= REMEMBERED_MAX and entry.at >= oldest:
-                break
-            del remembered[first]
+    def _remember(self, command: c.Command, time: Instant, outcome: Outcome) -> None:
+        state = self.state
+        if (
+            len(state.remembered) >= REMEMBERED_MAX // 2
+            or time - state.remembered_since >= REMEMBERED_SECONDS
+        ):
+            # Two generations make forgetting O(1): the older one goes as a whole.
+            state.remembered_before = state.remembered
+            state.remembered = {}
+            state.remembered_since = time
+        state.remembered[command.id] = Remembered(command=command, at=time, outcome=outcome)
 
 
-def _fingerprint(command: c.Command) -> bytes:
-    """What identifies a command's content: everything but the time the host stamped on it,
-    so that a retry received later is recognised."""
-    body = msgspec.msgpack.encode(msgspec.structs.replace(command, time=0))
-    return hashlib.blake2b(body, digest_size=16).digest()
+def _same_content(before: c.Command, now: c.Command) -> bool:
+    """Whether a repeated id carries the same command: everything but the time the host
+    stamped on it counts, so that a retry received later is recognised."""
+    return before.__class__ is now.__class__ and msgspec.structs.replace(
+        before, time=0
+    ) == msgspec.structs.replace(now, time=0)
 
 
 def _event(command: c.AuthorizeAndRecord | c.Record | c.Authorize) -> Event:
