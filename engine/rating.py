@@ -373,20 +373,27 @@ class CompiledCharge:
     def _reprice(
         self, state: ChargeState, buckets: Sequence[BucketState], as_of: Instant
     ) -> Decimal:
-        free = self.free_units
+        per = self.divisor
+        # A time-based charge keeps its quantity in value-seconds and prices it per unit of
+        # time with one division per line, so that a whole number of seconds costs exactly
+        # what it should (100,000 vCPU-seconds at 0.036 per hour is 1.00, not 1.00…008).
+        free = self.free_units * per
         for bucket in buckets:
             aggregate = bucket.aggregate
             quantity = aggregate.quantity(as_of)
-            if self.divisor != 1:
-                quantity = divide(quantity, self.divisor)
             if free:
                 quantity = quantity - free if quantity > free else ZERO
             if quantity == bucket.priced_quantity and aggregate.events == bucket.priced_events:
                 continue
             model = self.single or self.prices[bucket.route]
-            change = model.marginal(
-                bucket.priced_quantity, quantity, bucket.priced_events, aggregate.events
-            )
+            if per == 1:
+                change = model.marginal(
+                    bucket.priced_quantity, quantity, bucket.priced_events, aggregate.events
+                )
+            else:
+                change = model.amount_in(quantity, aggregate.events, per) - model.amount_in(
+                    bucket.priced_quantity, bucket.priced_events, per
+                )
             bucket.priced_quantity = quantity
             bucket.priced_events = aggregate.events
             bucket.amount += change
@@ -536,6 +543,28 @@ class PeriodRater:
 
     # Usage ---------------------------------------------------------------------------------
 
+    def attribute_rest(self, state: PeriodState, source: str) -> None:
+        """Attribute to ``source`` what the period has rated but not yet attributed (a tenant's
+        own usage from before its first sub-tenant)."""
+        for key, charge_state in state.charges.items():
+            amount, quantity = charge_state.charged_amount, ZERO
+            for bucket in charge_state.buckets.values():
+                aggregate = bucket.aggregate
+                quantity += (
+                    aggregate.total
+                    if isinstance(aggregate, SumState | CountState)
+                    else bucket.priced_quantity
+                )
+            for entries in state.breakdown.values():
+                entry = entries.get(key)
+                if entry is not None:
+                    amount -= entry.amount
+                    quantity -= entry.quantity
+            if amount or quantity:
+                entry = state.breakdown.setdefault(source, {}).setdefault(key, Attribution())
+                entry.amount += amount
+                entry.quantity += quantity
+
     def rate(
         self, state: PeriodState, event: Usage, source: str | None = None
     ) -> Decimal | Rejection:
@@ -628,27 +657,35 @@ class PeriodRater:
                     return rejection
         return compiled_charges, value
 
-    def quote(self, state: PeriodState, event: Usage, ahead: Decimal = ZERO) -> Decimal | Rejection:
+    def quote(
+        self, state: PeriodState, event: Usage, ahead: Sequence[Usage] = ()
+    ) -> Decimal | Rejection:
         """What rating ``event`` would cost now, without recording it.
 
-        ``ahead`` units of the same meter are priced in first, as if already used: a
-        reservation is quoted behind the units other reservations hold, so that rising tiers
-        never leave a hold short.
+        The ``ahead`` usage is priced in first, as if already recorded: a reservation is
+        quoted behind the usage other reservations hold, so that rising tiers never leave a
+        hold short.
         """
         prepared = self._prepare(event)
         if not isinstance(prepared, tuple):
             return prepared
         compiled_charges, value = prepared
+        held = ZERO
+        for usage in ahead:
+            amount = event_value(compiled_charges[0].meter, usage)
+            if isinstance(amount, Rejection):
+                return amount
+            held += amount
         total = ZERO
         for compiled in compiled_charges:
-            peeked = compiled.peek(state.charges.get(compiled.key), value, ahead)
+            peeked = compiled.peek(state.charges.get(compiled.key), value, held)
             if peeked is None:
                 return self._quote_on_copy(state, event, ahead)
             total += peeked
         return total
 
     def _quote_on_copy(
-        self, state: PeriodState, event: Usage, ahead: Decimal
+        self, state: PeriodState, event: Usage, ahead: Sequence[Usage]
     ) -> Decimal | Rejection:
         trial = PeriodState(
             period=state.period,
@@ -660,15 +697,8 @@ class PeriodRater:
                 if compiled.key in state.charges
             },
         )
-        if ahead > 0:
-            held = Event(
-                id="held",
-                meter=event.meter,
-                time=event.time,
-                quantity=ahead,
-                properties=dict(event.properties),
-            )
-            self.rate(trial, held)
+        for usage in ahead:
+            self.rate(trial, usage)
         return self.rate(trial, event)
 
     def accrue(self, state: PeriodState, as_of: Instant) -> Decimal:
@@ -831,7 +861,12 @@ class PeriodRater:
         self, compiled: CompiledCharge, bucket_key: str, bucket: BucketState
     ) -> list[StatementLine]:
         model = compiled.price_of(bucket)
-        price_lines = model.lines(bucket.priced_quantity, bucket.priced_events)
+        if compiled.divisor == 1:
+            price_lines = model.lines(bucket.priced_quantity, bucket.priced_events)
+        else:
+            price_lines = model.lines_in(
+                bucket.priced_quantity, bucket.priced_events, compiled.divisor
+            )
         assert sum((p.amount for p in price_lines), ZERO) == bucket.amount, "lines != rated"
         prefix = f"{compiled.key}/{bucket_key}/" if bucket_key else f"{compiled.key}/"
         where = ", ".join(f"{k}={v}" for k, v in bucket.dimensions.items())

@@ -13,6 +13,7 @@ from engine.accounts.commands import Alert, Command, Outcome
 from engine.accounts.settings import TenantSettings
 from engine.accounts.wallet import Wallet
 from engine.instants import Instant
+from engine.meters import Event
 from engine.numbers import ZERO
 from engine.rating import PeriodState
 from engine.statements import Statement
@@ -28,6 +29,17 @@ class Hold(msgspec.Struct, kw_only=True, array_like=True):
     capped: bool = False
 
 
+class Held(msgspec.Struct, kw_only=True):
+    """What one reservation, slice or session holds: money at funded tenants, pool at capped
+    ones, ``units`` of ``usage.meter`` at every tenant from ``leaf`` to the root, and the usage
+    it priced, so that later reservations are priced behind it."""
+
+    leaf: str
+    usage: Event
+    units: Decimal
+    holds: list[Hold]
+
+
 class Reservation(msgspec.Struct, kw_only=True):
     reservation_id: str
     tenant: str
@@ -37,7 +49,7 @@ class Reservation(msgspec.Struct, kw_only=True):
     duration_seconds: int
     usage_time: Instant
     expires_at: Instant
-    holds: list[Hold]
+    held: Held
 
 
 class Slice(msgspec.Struct, kw_only=True):
@@ -50,7 +62,7 @@ class Slice(msgspec.Struct, kw_only=True):
     quantity: Decimal
     used: Decimal
     expires_at: Instant
-    holds: list[Hold]
+    held: Held | None
 
 
 class Session(msgspec.Struct, kw_only=True):
@@ -66,7 +78,7 @@ class Session(msgspec.Struct, kw_only=True):
     started_at: Instant
     segment_start: Instant
     granted_until: Instant | None
-    holds: list[Hold]
+    held: Held | None = None
 
 
 class ClosedPeriod(msgspec.Struct, kw_only=True):
@@ -95,6 +107,8 @@ class NodeState(msgspec.Struct, kw_only=True):
     fired: list[str] = msgspec.field(default_factory=list)
     """Alerts already raised this period, so that each fires once."""
     period_number: int = 0
+    period_time_zone: str = ""
+    """The zone the current period was opened in; a change of zone waits for the next one."""
 
 
 class Remembered(msgspec.Struct, kw_only=True, array_like=True):

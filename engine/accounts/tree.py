@@ -27,6 +27,7 @@ from engine.accounts.ledger import PostingKind as PK
 from engine.accounts.settings import Funding, GrantExpiry, Quota, TenantSettings
 from engine.accounts.state import (
     ClosedPeriod,
+    Held,
     Hold,
     NodeState,
     Remembered,
@@ -38,7 +39,7 @@ from engine.accounts.state import (
 from engine.accounts.tariffs import TariffSource
 from engine.accounts.wallet import CreditGrant, Wallet
 from engine.instants import Instant
-from engine.meters import Event
+from engine.meters import Event, event_value
 from engine.numbers import ZERO
 from engine.periods import Period, UnknownTimeZone, zone
 from engine.rating import PeriodRater, PeriodState
@@ -204,7 +205,7 @@ class TenantTree:
             return denied(Reason.invalid_settings, problem[0], problem[1])
         self._gauge_tenants = None
         if node is not None:
-            return self._reconfigure(node, settings)
+            return self._reconfigure(node, settings, time, alerts)
         rater = None
         if settings.tariff is not None:
             rater = self.tariffs.rater(settings.tariff, time, settings.time_zone)
@@ -219,7 +220,11 @@ class TenantTree:
             node.wallet = Wallet(credit_limit=settings.credit_limit)
         self.state.nodes[command.tenant] = node
         if settings.parent is not None:
-            self.state.nodes[settings.parent].children.append(command.tenant)
+            parent = self.state.nodes[settings.parent]
+            if not parent.children and parent.period is not None:
+                # Usage until now was the parent's own; the breakdown starts from there.
+                self._rater(parent, parent.period).attribute_rest(parent.period, parent.tenant)
+            parent.children.append(command.tenant)
         if rater is not None:
             self._open_period(node, rater, rater.period_at(time), time, None, alerts)
         return self._accepted(node)
@@ -245,11 +250,25 @@ class TenantTree:
             return "settings.funding", "funding cannot change once a tenant exists"
         return None
 
-    def _reconfigure(self, node: NodeState, settings: TenantSettings) -> Outcome:
-        """New settings take effect now; a new tariff from the tenant's next period on."""
+    def _reconfigure(
+        self, node: NodeState, settings: TenantSettings, time: Instant, alerts: list[Alert]
+    ) -> Outcome:
+        """New settings take effect now; a new tariff or time zone from the tenant's next
+        period on; a first tariff at once."""
+        rater = None
+        if settings.tariff is not None:
+            rater = self.tariffs.rater(settings.tariff, time, settings.time_zone)
+            if rater is None:
+                return denied(
+                    Reason.no_tariff,
+                    "settings.tariff",
+                    f"no version of tariff {settings.tariff!r} is in effect",
+                )
         node.settings = settings
         if node.wallet is not None:
             node.wallet.credit_limit = settings.credit_limit
+        if node.period is None and rater is not None:
+            self._open_period(node, rater, rater.period_at(time), time, None, alerts)
         return self._accepted(node)
 
     # Money in and out -----------------------------------------------------------------------
@@ -342,13 +361,17 @@ class TenantTree:
     def _authorize(
         self, command: c.Authorize, node: NodeState, time: Instant, alerts: list[Alert]
     ) -> Outcome:
+        if command.id in self.state.reservations:
+            return denied(
+                Reason.duplicate_reservation, "id", "a reservation with this id is still open"
+            )
         plan = self._plan(node, _event(command), time, reserve=True)
         if isinstance(plan, Outcome):
             return plan
         refusal = self._check(plan, time)
         if refusal is not None:
             return refusal
-        holds = self._hold(plan)
+        held = self._hold(plan)
         expires_at = time + command.ttl_seconds
         self._note_timer(expires_at)
         self.state.reservations[command.id] = Reservation(
@@ -360,7 +383,7 @@ class TenantTree:
             duration_seconds=command.duration_seconds,
             usage_time=plan.event.time,
             expires_at=expires_at,
-            holds=holds,
+            held=held,
         )
         return self._accepted(node, amount=_payer_amount(plan), expires_at=expires_at)
 
@@ -385,12 +408,12 @@ class TenantTree:
             properties=reservation.properties,
             duration_seconds=reservation.duration_seconds,
         )
-        self._unhold(reservation.holds, reservation.meter, reservation.quantity, node)
+        self._unhold(reservation.held)
         plan = self._plan(node, event, time)
         if isinstance(plan, Outcome) or (
             quantity > reservation.quantity and self._check(plan, time) is not None
         ):
-            self._rehold(reservation.holds, reservation.meter, reservation.quantity, node)
+            self._rehold(reservation.held)
             if isinstance(plan, Outcome):
                 return plan
             refusal = self._check(plan, time)
@@ -411,7 +434,7 @@ class TenantTree:
                 "no open reservation with this id (captured, released or expired)",
             )
         del self.state.reservations[reservation.reservation_id]
-        self._unhold(reservation.holds, reservation.meter, reservation.quantity, node)
+        self._unhold(reservation.held)
         return self._accepted(node)
 
     def _standalone(self, node: NodeState, command: c.Record | c.AuthorizeAndRecord) -> bool:
@@ -486,6 +509,8 @@ class TenantTree:
     ) -> Outcome:
         if not command.quantity.is_finite() or command.quantity <= 0:
             return denied(Reason.invalid_quantity, "quantity", "must be greater than zero")
+        if command.id in self.state.slices:
+            return denied(Reason.duplicate_grant, "id", "a grant with this id is still open")
         event = Event(
             id=command.id,
             meter=command.meter,
@@ -509,7 +534,7 @@ class TenantTree:
             quantity=command.quantity,
             used=ZERO,
             expires_at=expires_at,
-            holds=self._hold(plan),
+            held=self._hold(plan),
         )
         return self._accepted(node, amount=_payer_amount(plan), expires_at=expires_at)
 
@@ -541,7 +566,8 @@ class TenantTree:
     ) -> Decimal:
         """Charge ``used`` units of a slice; hold the price of the rest unless ``final``."""
         node = self.state.nodes[grant.tenant]
-        self._unhold(grant.holds, grant.meter, grant.quantity - grant.used, node)
+        self._unhold(grant.held)
+        grant.held = None
         grant.used += used
         charged = ZERO
         if used > 0:
@@ -563,7 +589,7 @@ class TenantTree:
             id=reference, meter=grant.meter, time=time, quantity=left, properties=grant.properties
         )
         plan = self._plan(node, rest, time, reserve=True)
-        grant.holds = [] if isinstance(plan, Outcome) else self._hold(plan)
+        grant.held = None if isinstance(plan, Outcome) else self._hold(plan)
         return charged
 
     # Sessions, to the second ----------------------------------------------------------------
@@ -584,7 +610,6 @@ class TenantTree:
             started_at=time,
             segment_start=time,
             granted_until=None,
-            holds=[],
         )
         probe = self._plan(node, self._session_event(session, 1), time)
         if isinstance(probe, Outcome):
@@ -594,7 +619,9 @@ class TenantTree:
             return refusal
         self.state.sessions[session.session_id] = session
         return self._accepted(
-            node, amount=_held(session.holds, node, self), granted_until=session.granted_until
+            node,
+            amount=_held_by_payer(session.held, node, self),
+            granted_until=session.granted_until,
         )
 
     def _heartbeat(
@@ -605,7 +632,11 @@ class TenantTree:
             return denied(Reason.unknown_session, "session", "no running session with this id")
         self._regrant_or_cut_off(session, time, alerts)
         if session.session_id not in self.state.sessions:
-            return denied(Reason.insufficient_credit, None, "the session was cut off")
+            # The session ended here; this is news, not a refusal: it changed the state.
+            outcome = self._accepted(node, granted_until=session.granted_until)
+            return msgspec.structs.replace(
+                outcome, message="the session was cut off: the credit ran out"
+            )
         return self._accepted(node, granted_until=session.granted_until)
 
     def _stop_session(
@@ -633,33 +664,33 @@ class TenantTree:
         used = time - session.segment_start
         window = node.settings.session_grant_seconds
         covers = self._affordable_seconds(session, used, used + window, time)
-        if covers is None:
-            return denied(
-                Reason.insufficient_credit,
-                None,
-                "not enough credit to start or continue the session",
-            )
+        if isinstance(covers, Outcome):
+            return covers
         plan = self._plan(node, self._session_event(session, covers), time, reserve=True)
         assert not isinstance(plan, Outcome)
-        session.holds = self._hold(plan)
+        session.held = self._hold(plan)
         session.granted_until = session.segment_start + covers
         self._note_timer(session.granted_until)
         return None
 
     def _affordable_seconds(
         self, session: Session, low: int, high: int, time: Instant
-    ) -> int | None:
-        """The longest duration in ``[max(low, 1), high]`` the payers can afford; None if not
+    ) -> int | Outcome:
+        """The longest duration in ``[max(low, 1), high]`` the payers can afford, or why not
         even the shortest. Costs grow with duration, so a binary search finds it."""
         node = self.state.nodes[session.tenant]
 
-        def affordable(seconds: int) -> bool:
+        def refusal(seconds: int) -> Outcome | None:
             plan = self._plan(node, self._session_event(session, seconds), time, reserve=True)
-            return not isinstance(plan, Outcome) and self._check(plan, time) is None
+            return plan if isinstance(plan, Outcome) else self._check(plan, time)
+
+        def affordable(seconds: int) -> bool:
+            return refusal(seconds) is None
 
         low = max(low, 1)
-        if not affordable(low):
-            return None
+        first = refusal(low)
+        if first is not None:
+            return first
         if affordable(high):
             return high
         while high - low > 1:
@@ -672,15 +703,15 @@ class TenantTree:
 
     def _regrant_or_cut_off(self, session: Session, time: Instant, alerts: list[Alert]) -> None:
         node = self.state.nodes[session.tenant]
-        self._unhold(session.holds, session.meter, ZERO, node)
-        session.holds = []
+        self._unhold(session.held)
+        session.held = None
         previous = session.granted_until
         if self._grant_session(session, time) is None:
             if session.granted_until is not None and session.granted_until > time:
                 return
             # Nothing more can be granted: the session ends where its money ends.
-            self._unhold(session.holds, session.meter, ZERO, node)
-            session.holds = []
+            self._unhold(session.held)
+            session.held = None
             session.granted_until = previous
         until = session.granted_until or time
         self._end_session(
@@ -704,8 +735,8 @@ class TenantTree:
     def _end_session(
         self, session: Session, end: Instant, reference: str, alerts: list[Alert]
     ) -> Decimal:
-        node = self.state.nodes[session.tenant]
-        self._unhold(session.holds, session.meter, ZERO, node)
+        self._unhold(session.held)
+        session.held = None
         self.state.sessions.pop(session.session_id, None)
         return self._charge_segment(session, end, reference, alerts)
 
@@ -757,12 +788,13 @@ class TenantTree:
     def _plan(
         self, leaf: NodeState, event: Event, time: Instant, *, reserve: bool = False
     ) -> Plan | Outcome:
-        """Price ``event`` at every tenant on its path, changing nothing."""
+        """Price ``event`` at every tenant on its path, changing nothing. With ``reserve``,
+        each price is quoted behind the usage other reservations hold at that tenant."""
         if event.time > time:
             return denied(Reason.event_in_future, "usage_time", "usage cannot lie ahead")
         path = self._path(leaf)
         steps: list[Step] = []
-        units = ZERO
+        units: Decimal | None = None
         for position, node in enumerate(path):
             if node.period is None:
                 continue
@@ -771,11 +803,13 @@ class TenantTree:
                 return where
             state, closed = where
             rater = self._rater(node, state)
-            units = event.quantity
-            ahead = self._held_units(node, event.meter) if reserve else ZERO
-            cost = rater.quote(state, event, ahead) if closed is None else rater.quote(state, event)
+            if units is None:
+                units = _units(rater, event)
+            ahead = self._held_usage(node, event.meter) if reserve and closed is None else ()
+            cost = rater.quote(state, event, ahead)
             if isinstance(cost, Rejection):
                 return denied(Reason.rating_rejected, cost.field, cost.message)
+            # A parent's amounts are kept by the sub-tenant (or itself) they came from.
             source = (
                 path[position - 1].tenant if position else (node.tenant if node.children else None)
             )
@@ -786,7 +820,7 @@ class TenantTree:
             return denied(
                 Reason.no_tariff, "tenant", "no tenant on the way to the root charges this usage"
             )
-        return Plan(event=event, path=path, steps=steps, units=units)
+        return Plan(event=event, path=path, steps=steps, units=units or ZERO)
 
     def _check(self, plan: Plan, time: Instant) -> Outcome | None:
         """Whether every tenant on the path allows the plan: suspension, quotas, caps, money."""
@@ -842,7 +876,7 @@ class TenantTree:
             waiting = []
         return draws
 
-    def _hold(self, plan: Plan) -> list[Hold]:
+    def _hold(self, plan: Plan) -> Held:
         holds: list[Hold] = []
         for step in plan.steps:
             wallet = step.node.wallet
@@ -855,53 +889,89 @@ class TenantTree:
             if node.settings.cap is not None and amount > 0:
                 node.drawn_held += amount
                 holds.append(Hold(tenant=node.tenant, amount=amount, capped=True))
-        for node in plan.path:
-            held = node.units_held.get(plan.event.meter, ZERO)
-            node.units_held[plan.event.meter] = held + plan.units
-        return holds
+        held = Held(leaf=plan.path[0].tenant, usage=plan.event, units=plan.units, holds=holds)
+        self._hold_units(held, 1)
+        return held
 
-    def _unhold(self, holds: list[Hold], meter: str, units: Decimal, leaf: NodeState) -> None:
-        for hold in holds:
+    def _unhold(self, held: Held | None) -> None:
+        """Give back everything ``held`` holds."""
+        if held is None:
+            return
+        for hold in held.holds:
             node = self.state.nodes[hold.tenant]
             if hold.capped:
                 node.drawn_held -= hold.amount
             else:
                 assert node.wallet is not None
                 node.wallet.ledger.release(hold.amount)
-        for node in self._path(leaf):
-            if units:
-                node.units_held[meter] = node.units_held.get(meter, ZERO) - units
+        self._hold_units(held, -1)
 
-    def _rehold(self, holds: list[Hold], meter: str, units: Decimal, leaf: NodeState) -> None:
-        for hold in holds:
+    def _rehold(self, held: Held) -> None:
+        """Hold again what :meth:`_unhold` gave back (a capture that was refused)."""
+        for hold in held.holds:
             node = self.state.nodes[hold.tenant]
             if hold.capped:
                 node.drawn_held += hold.amount
             else:
                 assert node.wallet is not None
                 node.wallet.ledger.hold(hold.amount)
-        for node in self._path(leaf):
-            if units:
-                node.units_held[meter] = node.units_held.get(meter, ZERO) + units
+        self._hold_units(held, 1)
 
-    def _held_units(self, node: NodeState, meter: str) -> Decimal:
-        """Units already reserved at ``node`` for ``meter``: a new reservation is priced as if
-        they had been used, so that holds never fall short when tiers rise."""
-        return node.units_held.get(meter, ZERO)
+    def _hold_units(self, held: Held, sign: int) -> None:
+        meter = held.usage.meter
+        for node in self._path(self.state.nodes[held.leaf]):
+            node.units_held[meter] = node.units_held.get(meter, ZERO) + sign * held.units
+
+    def _held_usage(self, node: NodeState, meter: str) -> list[Event]:
+        """The usage held at ``node`` for ``meter`` by open reservations, slices and sessions:
+        a new reservation is priced as if it had been used, so holds never fall short when
+        tiers rise."""
+        if not node.units_held.get(meter):
+            return []
+        found: list[Event] = []
+        for held in self._all_held():
+            if held.usage.meter == meter and node.tenant in self._path_names(held.leaf):
+                found.append(held.usage)
+        return found
+
+    def _all_held(self) -> Iterator[Held]:
+        for reservation in self.state.reservations.values():
+            yield reservation.held
+        for grant in self.state.slices.values():
+            if grant.held is not None:
+                yield grant.held
+        for session in self.state.sessions.values():
+            if session.held is not None:
+                yield session.held
 
     def _apply(self, plan: Plan, time: Instant, reference: str, alerts: list[Alert]) -> Decimal:
-        """Rate and charge the plan at every tenant on the path; the payer's amount."""
+        """Rate and charge the plan at every tenant on the path; the payer's amount. Usage
+        of a closed period counts towards that period, not towards the current one's quotas,
+        caps and budgets."""
         event = plan.event
         amounts: dict[str, Decimal] = {}
+        late: set[str] = set()
         for step in plan.steps:
             amount = self._rate_step(step, event, time, reference)
             amounts[step.node.tenant] = amount
+            if step.closed is not None:
+                late.add(step.node.tenant)
             if step.node.wallet is not None:
-                self._post(step.node, amount, REVENUE_USAGE, PK.charge, time, reference, alerts)
+                self._post(
+                    step.node,
+                    amount,
+                    REVENUE_USAGE,
+                    PK.charge,
+                    time,
+                    reference,
+                    alerts,
+                    current=step.closed is None,
+                )
         for node, payer in self._draws(plan):
-            node.drawn += amounts.get(payer.tenant, ZERO)
+            if node.tenant not in late:
+                node.drawn += amounts.get(payer.tenant, ZERO)
         for node in plan.path:
-            if _quota(node, event.meter) is not None:
+            if node.tenant not in late and _quota(node, event.meter) is not None:
                 node.units[event.meter] = node.units.get(event.meter, ZERO) + plan.units
                 self._quota_alerts(node, event.meter, time, alerts)
         return next((amounts[s.node.tenant] for s in plan.steps if s.node.wallet is not None), ZERO)
@@ -935,11 +1005,15 @@ class TenantTree:
         time: Instant,
         reference: str,
         alerts: list[Alert],
+        *,
+        current: bool = True,
     ) -> None:
+        """Charge a funded tenant; ``current`` counts it towards this period's budget."""
         if node.wallet is None or not amount:
             return
         node.wallet.charge(amount, revenue, kind, time, reference)
-        node.spent += amount
+        if current:
+            node.spent += amount
         self._after_charge(node, time, alerts)
 
     def _after_charge(self, node: NodeState, time: Instant, alerts: list[Alert]) -> None:
@@ -1022,10 +1096,12 @@ class TenantTree:
     # Periods --------------------------------------------------------------------------------
 
     def _rater(self, node: NodeState, state: PeriodState) -> PeriodRater:
+        """The rater a period was opened with (its tariff version and time zone)."""
         cached = self._raters.get(node.tenant)
         if cached is not None and cached[0] is state:
             return cached[1]
-        rater = self.tariffs.rater_for(state.tariff, state.version, node.settings.time_zone)
+        time_zone = node.period_time_zone or node.settings.time_zone
+        rater = self.tariffs.rater_for(state.tariff, state.version, time_zone)
         assert rater is not None, f"tariff {state.tariff} v{state.version} disappeared"
         self._raters[node.tenant] = (state, rater)
         return rater
@@ -1069,6 +1145,7 @@ class TenantTree:
             previous=previous,
         )
         node.period = state
+        node.period_time_zone = rater.time_zone
         self._post(
             node, due, REVENUE_FEES, PK.fee, start, f"{node.tenant}:period:{period.start}", alerts
         )
@@ -1105,7 +1182,11 @@ class TenantTree:
         )
         node.units, node.drawn, node.spent, node.fired = {}, ZERO, ZERO, []
         tariff = node.settings.tariff
-        assert tariff is not None
+        if tariff is None:
+            # The tariff was taken away: the tenant is no longer rated from here on.
+            node.period = None
+            self._gauge_tenants = None
+            return
         next_rater = self.tariffs.rater(tariff, end, node.settings.time_zone) or rater
         self._open_period(node, next_rater, next_rater.period_at(end), end, state, alerts)
         for session in list(self.state.sessions.values()):
@@ -1180,8 +1261,7 @@ class TenantTree:
     def _fire_timer(self, at: Instant, order: int, key: str, alerts: list[Alert]) -> None:
         if order == 0:
             reservation = self.state.reservations.pop(key)
-            leaf = self.state.nodes[reservation.tenant]
-            self._unhold(reservation.holds, reservation.meter, reservation.quantity, leaf)
+            self._unhold(reservation.held)
         elif order == 1:
             grant = self.state.slices[key]
             rest = grant.quantity - grant.used
@@ -1283,11 +1363,21 @@ def _payer_amount(plan: Plan) -> Decimal:
     return next((s.cost for s in plan.steps if s.node.wallet is not None), ZERO)
 
 
-def _held(holds: list[Hold], leaf: NodeState, tree: TenantTree) -> Decimal:
+def _held_by_payer(held: Held | None, leaf: NodeState, tree: TenantTree) -> Decimal:
     payer = tree.payer(leaf)
-    return sum(
-        (h.amount for h in holds if payer and h.tenant == payer.tenant and not h.capped), ZERO
-    )
+    if held is None or payer is None:
+        return ZERO
+    return sum((h.amount for h in held.holds if h.tenant == payer.tenant and not h.capped), ZERO)
+
+
+def _units(rater: PeriodRater, event: Event) -> Decimal:
+    """What usage counts towards quotas: the meter's value of the event (its quantity, or the
+    property the meter reads)."""
+    meter = rater.meters.get(event.meter)
+    if meter is None:
+        return event.quantity
+    value = event_value(meter, event)
+    return value if isinstance(value, Decimal) else event.quantity
 
 
 def _fire(

@@ -34,6 +34,8 @@ from engine.numbers import ZERO
 class CreditKind(StrEnum):
     paid = "paid"
     promotional = "promotional"
+    refund = "refund"
+    """Money given back (credit notes, refunds, price drops): paid money that never expires."""
 
 
 class CreditGrant(msgspec.Struct, frozen=True, kw_only=True, dict=True):
@@ -43,14 +45,17 @@ class CreditGrant(msgspec.Struct, frozen=True, kw_only=True, dict=True):
     priority: int
     granted_at: Instant
     expires_at: Instant | None = None
+    sequence: int = 0
+    """Given by the wallet: the order grants arrived in, and what makes each ledger account
+    unique even when a client reuses a grant's id long after."""
 
     @cached_property
     def account(self) -> str:
-        return GRANT_PREFIX + self.grant_id
+        return f"{GRANT_PREFIX}{self.sequence}:{self.grant_id}"
 
-    def sort_key(self) -> tuple[int, int, int, str]:
+    def sort_key(self) -> tuple[int, int, int, int]:
         never = 1 if self.expires_at is None else 0
-        return (self.priority, never, self.expires_at or 0, self.grant_id)
+        return (self.priority, never, self.expires_at or 0, self.sequence)
 
     def spendable_at(self, at: Instant) -> bool:
         return self.expires_at is None or at < self.expires_at
@@ -63,12 +68,22 @@ class Wallet(msgspec.Struct, kw_only=True):
     ledger: Ledger = msgspec.field(default_factory=Ledger)
     grants: list[CreditGrant] = msgspec.field(default_factory=list)
     credit_limit: Decimal = ZERO
+    grants_made: int = 0
 
     # Reading --------------------------------------------------------------------------------
 
     def spendable(self, at: Instant) -> Decimal:
         balance = self.ledger.balance
         return sum((balance(g.account) for g in self.grants if g.spendable_at(at)), ZERO)
+
+    def grant_balance(self, grant_id: str) -> Decimal:
+        """What is left of the credit granted under ``grant_id`` (every grant of that id)."""
+        total = ZERO
+        for name, account in self.ledger.accounts.items():
+            parts = name.split(":", 2)
+            if len(parts) == 3 and parts[0] + ":" == GRANT_PREFIX and parts[2] == grant_id:
+                total += account.credit_balance
+        return total
 
     def owed(self) -> Decimal:
         return -self.ledger.balance(RECEIVABLE)
@@ -91,10 +106,12 @@ class Wallet(msgspec.Struct, kw_only=True):
     def top_up(self, grant: CreditGrant, reference: str) -> list[Posting]:
         """Add credit. Paid money first settles what is owed; the rest becomes the grant."""
         postings: list[Posting] = []
+        self.grants_made += 1
+        grant = msgspec.structs.replace(grant, sequence=self.grants_made)
         remaining = grant.amount
-        source = FUNDING if grant.kind is CreditKind.paid else PROMOTION
+        source = PROMOTION if grant.kind is CreditKind.promotional else FUNDING
         owed = self.owed()
-        if grant.kind is CreditKind.paid and owed > 0:
+        if grant.kind is not CreditKind.promotional and owed > 0:
             settled = min(owed, remaining)
             postings.append(
                 self._post(
@@ -104,9 +121,9 @@ class Wallet(msgspec.Struct, kw_only=True):
             remaining -= settled
         if remaining > 0:
             kind = (
-                PostingKind.top_up
-                if grant.kind is CreditKind.paid
-                else PostingKind.promotional_credit
+                PostingKind.promotional_credit
+                if grant.kind is CreditKind.promotional
+                else PostingKind.top_up
             )
             postings.append(
                 self._post(source, grant.account, remaining, kind, grant.granted_at, reference)
@@ -194,24 +211,25 @@ class Wallet(msgspec.Struct, kw_only=True):
             )
             amount -= settled
         if amount > 0:
-            grant = CreditGrant(
-                grant_id="refunds",
-                kind=CreditKind.paid,
-                amount=amount,
-                priority=REFUND_GRANT_PRIORITY,
-                granted_at=at,
-            )
-            existing = next((g for g in self.grants if g.grant_id == grant.grant_id), None)
+            # All money given back gathers in one refund grant while it lasts.
+            grant = next((g for g in self.grants if g.kind is CreditKind.refund), None)
+            if grant is None:
+                self.grants_made += 1
+                grant = CreditGrant(
+                    grant_id="refunds",
+                    kind=CreditKind.refund,
+                    amount=amount,
+                    priority=REFUND_GRANT_PRIORITY,
+                    granted_at=at,
+                    sequence=self.grants_made,
+                )
+                self._add_grant(grant)
             postings.append(
                 self._post(revenue, grant.account, amount, PostingKind.refund, at, reference)
             )
-            if existing is None:
-                self._add_grant(grant)
         return postings
 
     def _add_grant(self, grant: CreditGrant) -> None:
-        if any(g.grant_id == grant.grant_id for g in self.grants):
-            return
         self.grants.append(grant)
         self.grants.sort(key=CreditGrant.sort_key)
 

@@ -9,6 +9,7 @@ from functools import cached_property
 
 import msgspec
 
+from engine.numbers import divide
 from engine.pricing.base import PriceLine, Tier, check_tiers, tier_bounds
 
 _ZERO = Decimal(0)
@@ -68,6 +69,34 @@ class Graduated(
             if before <= lower:
                 total += flat_fee
         return total
+
+    def amount_in(self, quantity: Decimal, events: int, per: int) -> Decimal:
+        """:meth:`amount` of ``quantity / per`` units: each tier's part is divided once."""
+        return sum((line.amount for line in self.lines_in(quantity, events, per)), _ZERO)
+
+    def lines_in(self, quantity: Decimal, events: int, per: int) -> list[PriceLine]:
+        lines: list[PriceLine] = []
+        for number, (lower, upper, unit_price, flat_fee) in enumerate(self.bands, start=1):
+            low = lower * per
+            if quantity <= low and number > 1:
+                break
+            top = quantity if upper is None or quantity < upper * per else upper * per
+            in_tier = top - low if top > low else _ZERO
+            flat = flat_fee if in_tier > 0 else _ZERO
+            span = f"above {lower}" if upper is None else f"{lower} to {upper}"
+            lines.append(
+                PriceLine(
+                    key=f"tier-{number}",
+                    description=f"tier {number}: {span}",
+                    quantity=divide(in_tier, per),
+                    unit_price=unit_price,
+                    flat_amount=flat,
+                    amount=divide(in_tier * unit_price, per) + flat,
+                )
+            )
+            if upper is None:
+                break
+        return lines
 
     def lines(self, quantity: Decimal, events: int) -> list[PriceLine]:
         lines: list[PriceLine] = []

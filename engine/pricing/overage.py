@@ -6,6 +6,7 @@ from decimal import Decimal
 
 import msgspec
 
+from engine.numbers import divide
 from engine.pricing.base import PriceLine, check_price, check_quantity
 
 _ZERO = Decimal(0)
@@ -36,6 +37,32 @@ class Overage(
         self, before: Decimal, after: Decimal, events_before: int, events_after: int
     ) -> Decimal:
         return (self.over(after) - self.over(before)) * self.unit_price
+
+    def amount_in(self, quantity: Decimal, events: int, per: int) -> Decimal:
+        """:meth:`amount` of ``quantity / per`` units, dividing once, at the end."""
+        over = quantity - self.included * per
+        return divide(over * self.unit_price, per) if over > 0 else _ZERO
+
+    def lines_in(self, quantity: Decimal, events: int, per: int) -> list[PriceLine]:
+        over = max(_ZERO, quantity - self.included * per)
+        return [
+            PriceLine(
+                key="included",
+                description=f"included (up to {self.included})",
+                quantity=divide(quantity - over, per),
+                unit_price=_ZERO,
+                flat_amount=_ZERO,
+                amount=_ZERO,
+            ),
+            PriceLine(
+                key="overage",
+                description=f"above {self.included}",
+                quantity=divide(over, per),
+                unit_price=self.unit_price,
+                flat_amount=_ZERO,
+                amount=self.amount_in(quantity, events, per),
+            ),
+        ]
 
     def lines(self, quantity: Decimal, events: int) -> list[PriceLine]:
         over = self.over(quantity)

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import msgspec
 
-from engine.numbers import ceil_div, floor_div
+from engine.numbers import ceil_div, divide, floor_div
 from engine.pricing.base import PriceLine, check_price, check_quantity
 
 
@@ -39,6 +39,29 @@ class Package(
         self, before: Decimal, after: Decimal, events_before: int, events_after: int
     ) -> Decimal:
         return (self.packages(after) - self.packages(before)) * self.package_price
+
+    def amount_in(self, quantity: Decimal, events: int, per: int) -> Decimal:
+        """:meth:`amount` of ``quantity / per`` units: whole packages need no division."""
+        return self._packages_in(quantity, per) * self.package_price
+
+    def _packages_in(self, quantity: Decimal, per: int) -> int:
+        size = self.package_size * per
+        return ceil_div(quantity, size) if self.round_up else floor_div(quantity, size)
+
+    def lines_in(self, quantity: Decimal, events: int, per: int) -> list[PriceLine]:
+        count = Decimal(self._packages_in(quantity, per))
+        used = divide(quantity, per)
+        return [
+            PriceLine(
+                key="packages",
+                description=f"packages of {self.package_size} units ({used} units used)",
+                quantity=count,
+                unit_price=self.package_price,
+                flat_amount=Decimal(0),
+                amount=count * self.package_price,
+                unit="package",
+            )
+        ]
 
     def lines(self, quantity: Decimal, events: int) -> list[PriceLine]:
         count = Decimal(self.packages(quantity))

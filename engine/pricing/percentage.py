@@ -11,6 +11,7 @@ from decimal import Decimal
 
 import msgspec
 
+from engine.numbers import divide
 from engine.pricing.base import PriceLine, check_price
 
 _ZERO = Decimal(0)
@@ -40,6 +41,15 @@ class Percentage(
         self, before: Decimal, after: Decimal, events_before: int, events_after: int
     ) -> Decimal:
         return (after - before) * self.rate + (events_after - events_before) * self.fixed_fee
+
+    def amount_in(self, quantity: Decimal, events: int, per: int) -> Decimal:
+        """:meth:`amount` of ``quantity / per`` units, dividing once, at the end."""
+        return divide(quantity * self.rate, per) + events * self.fixed_fee
+
+    def lines_in(self, quantity: Decimal, events: int, per: int) -> list[PriceLine]:
+        lines = self.lines(divide(quantity, per), events)
+        share = msgspec.structs.replace(lines[0], amount=divide(quantity * self.rate, per))
+        return [share, lines[1]]
 
     def lines(self, quantity: Decimal, events: int) -> list[PriceLine]:
         count = Decimal(events)
