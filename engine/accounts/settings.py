@@ -52,8 +52,9 @@ class TenantSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     funding: Funding = Funding.own
     tariff: Key | None = None
     time_zone: str = "UTC"
-    credit_limit: Decimal = Decimal(0)
-    """How far below zero the balance may go: 0 for prepaid, the agreed limit for postpaid."""
+    credit_limit: Decimal | None = None
+    """How far below zero the balance may go. None takes it from the tariff's payment mode:
+    0 for prepaid, no limit for postpaid; a postpaid customer with an agreed limit names it."""
     cap: Decimal | None = None
     """For a pooled tenant: at most this much of the pool per period."""
     quotas: tuple[Quota, ...] = ()
@@ -68,7 +69,8 @@ class TenantSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     """The longest a session is granted ahead; it is extended on heartbeats and timers."""
 
     def __post_init__(self) -> None:
-        check_price("credit_limit", self.credit_limit)
+        if self.credit_limit is not None:
+            check_price("credit_limit", self.credit_limit)
         for name in ("cap", "budget", "auto_top_up_below"):
             value = getattr(self, name)
             if value is not None:

@@ -37,7 +37,7 @@ from engine.accounts.state import (
     TreeState,
 )
 from engine.accounts.tariffs import TariffSource
-from engine.accounts.wallet import CreditGrant, Wallet
+from engine.accounts.wallet import UNLIMITED, CreditGrant, Wallet
 from engine.instants import Instant
 from engine.meters import Event, event_value
 from engine.numbers import ZERO
@@ -45,6 +45,7 @@ from engine.periods import Period, UnknownTimeZone, zone
 from engine.rating import PeriodRater, PeriodState
 from engine.rejections import Rejection
 from engine.statements import Statement
+from engine.tariffs import PaymentMode
 
 REMEMBERED_MAX: Final = 100_000
 """At most this many ids are held per tree for idempotency, in two generations of half as
@@ -217,7 +218,8 @@ class TenantTree:
                 )
         node = NodeState(tenant=command.tenant, settings=settings)
         if settings.funding is Funding.own:
-            node.wallet = Wallet(credit_limit=settings.credit_limit)
+            assert rater is not None, "a tenant with a balance has a tariff"
+            node.wallet = Wallet(credit_limit=_credit_limit(settings, rater))
         self.state.nodes[command.tenant] = node
         if settings.parent is not None:
             parent = self.state.nodes[settings.parent]
@@ -265,8 +267,8 @@ class TenantTree:
                     f"no version of tariff {settings.tariff!r} is in effect",
                 )
         node.settings = settings
-        if node.wallet is not None:
-            node.wallet.credit_limit = settings.credit_limit
+        if node.wallet is not None and node.period is not None:
+            node.wallet.credit_limit = _credit_limit(settings, self._rater(node, node.period))
         if node.period is None and rater is not None:
             self._open_period(node, rater, rater.period_at(time), time, None, alerts)
         return self._accepted(node)
@@ -499,7 +501,7 @@ class TenantTree:
             accepted=True,
             amount=amount,
             balance=wallet.ledger.customer_credits,
-            available=wallet.available_now(),
+            available=_finite(wallet.available_now()),
         )
 
     # Grants: slices spent by a caller -------------------------------------------------------
@@ -1146,6 +1148,8 @@ class TenantTree:
         )
         node.period = state
         node.period_time_zone = rater.time_zone
+        if node.wallet is not None:
+            node.wallet.credit_limit = _credit_limit(node.settings, rater)
         self._post(
             node, due, REVENUE_FEES, PK.fee, start, f"{node.tenant}:period:{period.start}", alerts
         )
@@ -1315,7 +1319,7 @@ class TenantTree:
             accepted=True,
             amount=amount,
             balance=wallet.balance() if wallet else None,
-            available=wallet.available_now() if wallet else None,
+            available=_finite(wallet.available_now()) if wallet else None,
             expires_at=expires_at,
             granted_until=granted_until,
         )
@@ -1368,6 +1372,16 @@ def _held_by_payer(held: Held | None, leaf: NodeState, tree: TenantTree) -> Deci
     if held is None or payer is None:
         return ZERO
     return sum((h.amount for h in held.holds if h.tenant == payer.tenant and not h.capped), ZERO)
+
+
+def _credit_limit(settings: TenantSettings, rater: PeriodRater) -> Decimal:
+    if settings.credit_limit is not None:
+        return settings.credit_limit
+    return ZERO if rater.version.payment_mode is PaymentMode.prepaid else UNLIMITED
+
+
+def _finite(amount: Decimal) -> Decimal | None:
+    return amount if amount.is_finite() else None
 
 
 def _units(rater: PeriodRater, event: Event) -> Decimal:

@@ -62,6 +62,8 @@ class CreditGrant(msgspec.Struct, frozen=True, kw_only=True, dict=True):
 
 
 REFUND_GRANT_PRIORITY = 0
+UNLIMITED = Decimal("Infinity")
+"""The credit limit of a postpaid account without an agreed limit."""
 
 
 class Wallet(msgspec.Struct, kw_only=True):
