@@ -1,0 +1,304 @@
+"""The core of an account host: many tenant trees, one journal, snapshots, timers.
+
+This module has no Ray in it, so that it can be tested directly; ``actors/ray_host.py`` wraps
+it in a Ray actor. Every batch of commands is appended to the journal, durably, before any of
+it is applied (write-ahead), and answered after. After a crash the newest snapshot is loaded
+and the journal after it is replayed; replay is lazy per tree (a tree is brought up to date
+on its first command, or by the background catch-up), so a host serves again after reading
+its journal, without waiting for every tree to replay.
+"""
+
+from __future__ import annotations
+
+import heapq
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from decimal import Decimal
+from typing import Final
+
+import msgspec
+
+from engine.accounts import Advance, Alert, Command, ConfigureTenant, Outcome, TenantTree
+from engine.accounts import Reason as AccountReason
+from engine.accounts.commands import denied
+from engine.accounts.state import TreeState
+from engine.accounts.tariffs import TariffSource
+from engine.ports import Journal, SnapshotStore, StatementQueue
+from engine.statements import Statement
+
+log = logging.getLogger(__name__)
+
+BATCH_MAX: Final = 10_000
+ALERTS_KEPT: Final = 10_000
+SNAPSHOT_SCHEMA: Final = 1
+_SEPARATOR: Final = b"\x00"  # tenant ids never contain NUL
+
+_encode_command = msgspec.msgpack.Encoder().encode
+_decode_command = msgspec.msgpack.Decoder(Command).decode
+
+
+class HostSnapshot(msgspec.Struct, kw_only=True):
+    schema: int = SNAPSHOT_SCHEMA
+    host: str
+    sequence: int
+    trees: dict[str, TreeState]
+
+
+class HostStats(msgspec.Struct, kw_only=True):
+    host: str
+    trees: int
+    trees_waiting_for_replay: int
+    commands_total: int
+    batches_total: int
+    journal_flushes_total: int
+    journal_flush_seconds_total: float
+    journal_sequence: int
+    snapshots_total: int
+    snapshot_sequence: int
+    snapshot_age_seconds: float
+    recoveries_total: int
+    replayed_commands_total: int
+    timers_fired_total: int
+
+
+def journal_record(root: str, command: Command) -> bytes:
+    """A journal record: the root id, NUL, the command in MessagePack. The root comes first
+    so that recovery can group records by tree without decoding them."""
+    return root.encode() + _SEPARATOR + _encode_command(command)
+
+
+def split_record(record: bytes) -> tuple[str, bytes]:
+    root, _, body = record.partition(_SEPARATOR)
+    return root.decode(), body
+
+
+class HostCore:
+    def __init__(
+        self,
+        name: str,
+        *,
+        journal: Journal,
+        snapshots: SnapshotStore,
+        statements: StatementQueue,
+        tariffs: TariffSource,
+        snapshot_every_commands: int = 200_000,
+        snapshot_every_seconds: float = 300.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.name = name
+        self.journal = journal
+        self.snapshots = snapshots
+        self.statements = statements
+        self.tariffs = tariffs
+        self.snapshot_every_commands = snapshot_every_commands
+        self.snapshot_every_seconds = snapshot_every_seconds
+        self.clock = clock
+        self.trees: dict[str, TenantTree] = {}
+        self.waiting: dict[str, list[bytes]] = {}
+        """Journal records not yet replayed, by tree (filled by :meth:`recover`)."""
+        self.alerts: deque[Alert] = deque(maxlen=ALERTS_KEPT)
+        self._timers: list[tuple[int, str]] = []
+        self._sequence = 0
+        self._snapshot_sequence = 0
+        self._snapshot_at = clock()
+        self._commands_since_snapshot = 0
+        self.stats_counters = {
+            "commands_total": 0,
+            "batches_total": 0,
+            "journal_flushes_total": 0,
+            "journal_flush_seconds_total": 0.0,
+            "snapshots_total": 0,
+            "recoveries_total": 0,
+            "replayed_commands_total": 0,
+            "timers_fired_total": 0,
+        }
+
+    # Recovery -------------------------------------------------------------------------------
+
+    def recover(self) -> int:
+        """Load the newest snapshot and queue the journal after it for replay; the number of
+        records to replay. Cheap: no command is decoded here."""
+        self.trees.clear()
+        self.waiting.clear()
+        loaded = self.snapshots.load(self.name)
+        after = 0
+        if loaded is not None:
+            after, data = loaded
+            snapshot = msgspec.msgpack.decode(data, type=HostSnapshot)
+            assert snapshot.schema <= SNAPSHOT_SCHEMA, "a snapshot from a newer version"
+            for root, state in snapshot.trees.items():
+                self.trees[root] = TenantTree(state, self.tariffs)
+        count = 0
+        for sequence, record in self.journal.read(after):
+            root, _ = split_record(record)
+            self.waiting.setdefault(root, []).append(record)
+            self._sequence = sequence
+            count += 1
+        self._sequence = max(self._sequence, after, self.journal.last_sequence())
+        self._snapshot_sequence = after
+        self._commands_since_snapshot = count
+        self.stats_counters["recoveries_total"] += 1
+        for root in self.trees:
+            self._schedule(root)
+        log.info("host %s: snapshot at %d, %d records to replay", self.name, after, count)
+        return count
+
+    def catch_up(self, trees_max: int = 100) -> int:
+        """Replay waiting records of up to ``trees_max`` trees; how many trees are left."""
+        for root in list(self.waiting)[:trees_max]:
+            self._activate(root)
+        return len(self.waiting)
+
+    def _activate(self, root: str) -> TenantTree | None:
+        """The tree of ``root``, replaying its waiting records first."""
+        records = self.waiting.pop(root, None)
+        tree = self.trees.get(root)
+        if records:
+            for record in records:
+                command = _decode_command(split_record(record)[1])
+                tree, _ = self._apply_one(root, tree, command)
+            self.stats_counters["replayed_commands_total"] += len(records)
+            self._drain(root)
+            self._schedule(root)
+        return tree
+
+    # Commands -------------------------------------------------------------------------------
+
+    def apply(self, items: Sequence[tuple[str, Command]]) -> list[Outcome]:
+        """Apply a batch in order: journal it (one durable flush), then apply, then answer."""
+        if len(items) > BATCH_MAX:
+            raise ValueError(f"a batch holds at most {BATCH_MAX} commands")
+        if not items:
+            return []
+        self._append([journal_record(root, command) for root, command in items])
+        outcomes = []
+        touched: set[str] = set()
+        for root, command in items:
+            tree, outcome = self._apply_one(root, self._activate(root), command)
+            outcomes.append(outcome)
+            if tree is not None:
+                touched.add(root)
+        for root in touched:
+            self._drain(root)
+            self._schedule(root)
+        self.stats_counters["commands_total"] += len(items)
+        self.stats_counters["batches_total"] += 1
+        self._maybe_snapshot()
+        return outcomes
+
+    def _apply_one(
+        self, root: str, tree: TenantTree | None, command: Command
+    ) -> tuple[TenantTree | None, Outcome]:
+        """Apply one command to its tree; a tree is created by configuring its root."""
+        if tree is None:
+            if not (isinstance(command, ConfigureTenant) and command.tenant == root):
+                return None, denied(
+                    AccountReason.unknown_tenant, "tenant", f"no tree {root!r} on this host"
+                )
+            tree = self.trees[root] = TenantTree.new(root, self.tariffs)
+        return tree, tree.handle(command)
+
+    def _append(self, records: list[bytes]) -> None:
+        began = time.perf_counter()
+        self._sequence = self.journal.append(records)
+        self.stats_counters["journal_flushes_total"] += 1
+        self.stats_counters["journal_flush_seconds_total"] += time.perf_counter() - began
+        self._commands_since_snapshot += len(records)
+
+    def _drain(self, root: str) -> None:
+        """Hand the tree's closed-period statements to the queue and keep its alerts."""
+        tree = self.trees.get(root)
+        if tree is None:
+            return
+        statements = tree.take_statements()
+        if statements:
+            self.statements.put([_queue_item(tenant, s) for tenant, s in statements])
+        self.alerts.extend(tree.take_alerts())
+
+    # Timers ---------------------------------------------------------------------------------
+
+    def _schedule(self, root: str) -> None:
+        tree = self.trees.get(root)
+        due = tree.next_timer() if tree is not None else None
+        if due is not None:
+            heapq.heappush(self._timers, (due, root))
+
+    def next_timer(self) -> int | None:
+        return self._timers[0][0] if self._timers else None
+
+    def tick(self, now: int) -> int:
+        """Fire every timer due by ``now``: one journaled ``Advance`` per tree that has one."""
+        due: dict[str, None] = {}
+        while self._timers and self._timers[0][0] <= now:
+            _, root = heapq.heappop(self._timers)
+            tree = self.trees.get(root)
+            if tree is not None and root not in self.waiting:
+                next_due = tree.next_timer()
+                if next_due is not None and next_due <= now:
+                    due[root] = None
+        if not due:
+            return 0
+        self.apply([(root, Advance(id=f"advance:{now}", tenant=root, time=now)) for root in due])
+        self.stats_counters["timers_fired_total"] += len(due)
+        return len(due)
+
+    # Snapshots ------------------------------------------------------------------------------
+
+    def _maybe_snapshot(self) -> None:
+        if self._commands_since_snapshot >= self.snapshot_every_commands or (
+            self._commands_since_snapshot
+            and self.clock() - self._snapshot_at >= self.snapshot_every_seconds
+        ):
+            self.snapshot()
+
+    def snapshot(self) -> int:
+        """Store every tree at the current journal position, then trim the journal there."""
+        self.catch_up(trees_max=len(self.waiting))
+        snapshot = HostSnapshot(
+            host=self.name,
+            sequence=self._sequence,
+            trees={root: tree.state for root, tree in self.trees.items()},
+        )
+        self.snapshots.save(self.name, self._sequence, msgspec.msgpack.encode(snapshot))
+        self.journal.trim(self._sequence)
+        self._snapshot_sequence = self._sequence
+        self._snapshot_at = self.clock()
+        self._commands_since_snapshot = 0
+        self.stats_counters["snapshots_total"] += 1
+        return self._sequence
+
+    # Reading --------------------------------------------------------------------------------
+
+    def tree(self, root: str) -> TenantTree | None:
+        return self._activate(root)
+
+    def stats(self) -> HostStats:
+        counters = self.stats_counters
+        return HostStats(
+            host=self.name,
+            trees=len(self.trees),
+            trees_waiting_for_replay=len(self.waiting),
+            commands_total=int(counters["commands_total"]),
+            batches_total=int(counters["batches_total"]),
+            journal_flushes_total=int(counters["journal_flushes_total"]),
+            journal_flush_seconds_total=float(counters["journal_flush_seconds_total"]),
+            journal_sequence=self._sequence,
+            snapshots_total=int(counters["snapshots_total"]),
+            snapshot_sequence=self._snapshot_sequence,
+            snapshot_age_seconds=self.clock() - self._snapshot_at,
+            recoveries_total=int(counters["recoveries_total"]),
+            replayed_commands_total=int(counters["replayed_commands_total"]),
+            timers_fired_total=int(counters["timers_fired_total"]),
+        )
+
+    def balance(self, root: str, tenant: str) -> tuple[Decimal, Decimal | None] | None:
+        tree = self._activate(root)
+        if tree is None or tenant not in tree.state.nodes:
+            return None
+        return tree.balance(tenant), tree.available(tenant)
+
+
+def _queue_item(tenant: str, statement: Statement) -> tuple[str, int, int, bytes]:
+    return (tenant, statement.period_start, statement.revision, msgspec.json.encode(statement))

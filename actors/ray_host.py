@@ -1,0 +1,184 @@
+"""``AccountHost``: the Ray actor around :class:`actors.host.HostCore`.
+
+Hosts are named, detached-from-the-caller actors (``meterwerk-host-0`` …) in a namespace, so
+that any gateway process finds them by name. Ray restarts a host that dies
+(``max_restarts=-1``); the new process recovers from its snapshot and journal before it
+answers. Every ``ray.*`` call of the project lives in this package.
+
+Calls carry MessagePack bytes, not Python objects, so that a batch crosses the process
+boundary as one buffer. ``max_pending_calls`` bounds each caller's queue: a full host answers
+with ``PendingCallsLimitExceeded`` at the caller, which the gateway maps to 429.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any, Final
+
+import msgspec
+import ray
+
+from actors.host import HostCore, HostStats
+from actors.placement import Placement, host_names
+from actors.storage import StorageConfig, open_storage
+from engine.accounts import Command, Outcome
+from engine.numbers import use_engine_context
+
+log = logging.getLogger(__name__)
+
+NAMESPACE: Final = "meterwerk"
+PENDING_CALLS_MAX: Final = 64
+TICK_SECONDS: Final = 0.2
+CATCH_UP_TREES: Final = 200
+
+_encode = msgspec.msgpack.Encoder().encode
+_decode_items = msgspec.msgpack.Decoder(list[tuple[str, Command]]).decode
+_decode_outcomes = msgspec.msgpack.Decoder(list[Outcome]).decode
+
+
+class AccountHostActor:
+    """The actor's body; ``AccountHost`` below is its Ray remote class."""
+
+    def __init__(self, name: str, config: StorageConfig) -> None:
+        use_engine_context()
+        logging.basicConfig(level=logging.INFO)
+        self.name = name
+        self.config = config
+        journal, snapshots, statements, tariffs = open_storage(config, name)
+        self.core = HostCore(
+            name,
+            journal=journal,
+            snapshots=snapshots,
+            statements=statements,
+            tariffs=tariffs,
+            snapshot_every_commands=config.snapshot_every_commands,
+            snapshot_every_seconds=config.snapshot_every_seconds,
+        )
+        self.lock = threading.Lock()
+        began = time.perf_counter()
+        waiting = self.core.recover()
+        log.info(
+            "host %s ready in %.3f s (%d records to replay lazily)",
+            name,
+            time.perf_counter() - began,
+            waiting,
+        )
+        self._stop = threading.Event()
+        self._clock = threading.Thread(target=self._run_timers, name="timers", daemon=True)
+        self._clock.start()
+
+    def apply(self, items: bytes) -> bytes:
+        decoded = _decode_items(items)
+        with self.lock:
+            outcomes = self.core.apply(decoded)
+        return _encode(outcomes)
+
+    def stats(self) -> HostStats:
+        with self.lock:
+            return self.core.stats()
+
+    def snapshot(self) -> int:
+        with self.lock:
+            return self.core.snapshot()
+
+    def balance(self, root: str, tenant: str) -> tuple[str, str | None] | None:
+        with self.lock:
+            found = self.core.balance(root, tenant)
+        if found is None:
+            return None
+        balance, available = found
+        return str(balance), None if available is None or not available.is_finite() else str(
+            available
+        )
+
+    def reload_tariffs(self) -> None:
+        with self.lock:
+            self.core.tariffs = open_storage(self.config, self.name, tariffs_only=True)[3]
+            for tree in self.core.trees.values():
+                tree.tariffs = self.core.tariffs
+                tree._raters.clear()
+
+    def ping(self) -> str:
+        return self.name
+
+    def pid(self) -> int:
+        import os
+
+        return os.getpid()
+
+    def _run_timers(self) -> None:
+        """Fire timers on the host's clock and replay waiting trees in the background."""
+        while not self._stop.wait(TICK_SECONDS):
+            try:
+                with self.lock:
+                    if self.core.waiting:
+                        self.core.catch_up(CATCH_UP_TREES)
+                    self.core.tick(int(time.time()))
+            except Exception:  # a failed timer is a bug; let Ray restart the process
+                log.exception("host %s: timer failed; exiting for a clean recovery", self.name)
+                import os
+
+                os._exit(1)
+
+
+AccountHost = ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0)(AccountHostActor)
+
+
+class Hosts:
+    """Start or find the named hosts, and send batches to the host of each tree."""
+
+    def __init__(self, count: int, config: StorageConfig, pins: dict[str, str] | None = None):
+        self.names = host_names(count)
+        self.placement = Placement(self.names, pins)
+        self.config = config
+        self.handles: dict[str, Any] = {}
+
+    def start(self) -> None:
+        for name in self.names:
+            self.handles[name] = AccountHost.options(
+                name=name,
+                namespace=NAMESPACE,
+                get_if_exists=True,
+                lifetime="detached",
+                max_pending_calls=PENDING_CALLS_MAX,
+                max_concurrency=1,
+            ).remote(name, self.config)
+        ray.get([handle.ping.remote() for handle in self.handles.values()])
+
+    def attach(self) -> None:
+        for name in self.names:
+            self.handles[name] = ray.get_actor(name, namespace=NAMESPACE)
+
+    def host_of(self, root: str) -> str:
+        return self.placement.host_of(root)
+
+    def send(self, host: str, items: Sequence[tuple[str, Command]]) -> Any:
+        """An ObjectRef of the host's encoded outcomes for ``items``."""
+        return self.handles[host].apply.remote(_encode(list(items)))
+
+    def apply(self, items: Sequence[tuple[str, Command]]) -> list[Outcome]:
+        """Send each item to its tree's host, one call per host, and answer in order."""
+        by_host: dict[str, list[int]] = {}
+        for position, (root, _) in enumerate(items):
+            by_host.setdefault(self.host_of(root), []).append(position)
+        refs = {
+            host: self.send(host, [items[p] for p in positions])
+            for host, positions in by_host.items()
+        }
+        outcomes: list[Outcome | None] = [None] * len(items)
+        for host, ref in refs.items():
+            for position, outcome in zip(by_host[host], decode_outcomes(ray.get(ref)), strict=True):
+                outcomes[position] = outcome
+        return [outcome for outcome in outcomes if outcome is not None]
+
+    def stop(self) -> None:
+        for handle in self.handles.values():
+            ray.kill(handle, no_restart=True)
+        self.handles.clear()
+
+
+def decode_outcomes(data: bytes) -> list[Outcome]:
+    return _decode_outcomes(data)

@@ -1,0 +1,149 @@
+"""The host core: write-ahead journal, recovery after a crash, snapshots, timers."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from actors.host import HostCore
+from engine.accounts import (
+    Authorize,
+    AuthorizeAndRecord,
+    CatalogTariffs,
+    ConfigureTenant,
+    Reason,
+    TenantSettings,
+    TopUp,
+)
+from engine.instants import parse
+from engine.tariffs import decode_catalog
+from tests.actors.fakes import MemoryJournal, MemorySnapshots, MemoryStatements
+
+MARCH = parse("2024-03-01T00:00:00Z")
+CATALOG = b"""{
+  "meters": [{"key": "calls", "unit": "call", "aggregation": "count"}],
+  "tariffs": [{"key": "api", "versions": [{"version": 1,
+    "effective_from": "2024-01-01T00:00:00Z", "currency": "EUR", "period": {"unit": "month"},
+    "charges": [{"key": "calls", "meter": "calls",
+                 "price": {"model": "per_unit", "unit_price": "0.25"}}]}]}]
+}"""
+
+
+class Storage:
+    def __init__(self) -> None:
+        self.journal = MemoryJournal()
+        self.snapshots = MemorySnapshots()
+        self.statements = MemoryStatements()
+        self.tariffs = CatalogTariffs(decode_catalog(CATALOG))
+
+    def host(self, **options: object) -> HostCore:
+        core = HostCore(
+            "host-0",
+            journal=self.journal,
+            snapshots=self.snapshots,
+            statements=self.statements,
+            tariffs=self.tariffs,
+            clock=lambda: 0.0,
+            **options,  # type: ignore[arg-type]
+        )
+        core.recover()
+        return core
+
+
+def setup(core: HostCore, tenant: str, credit: str = "10") -> None:
+    outcomes = core.apply(
+        [
+            (
+                tenant,
+                ConfigureTenant(
+                    id=f"{tenant}-c",
+                    tenant=tenant,
+                    time=MARCH,
+                    settings=TenantSettings(tariff="api"),
+                ),
+            ),
+            (tenant, TopUp(id=f"{tenant}-t", tenant=tenant, time=MARCH, amount=Decimal(credit))),
+        ]
+    )
+    assert all(outcome.accepted for outcome in outcomes)
+
+
+def call(tenant: str, number: int, at: int = MARCH + 60) -> tuple[str, AuthorizeAndRecord]:
+    return tenant, AuthorizeAndRecord(
+        id=f"{tenant}-{number}", tenant=tenant, time=at, meter="calls"
+    )
+
+
+def test_a_batch_is_journaled_in_one_flush_before_it_is_answered() -> None:
+    storage = Storage()
+    core = storage.host()
+    setup(core, "acme")
+    appends = storage.journal.appends
+    outcomes = core.apply([call("acme", n) for n in range(5)])
+    assert [o.amount for o in outcomes] == [Decimal("0.25")] * 5
+    assert storage.journal.appends == appends + 1
+    assert storage.journal.sequence == 7
+
+
+def test_a_crashed_host_recovers_every_acknowledged_command_exactly_once() -> None:
+    storage = Storage()
+    core = storage.host()
+    setup(core, "acme")
+    setup(core, "bolt")
+    core.apply([call("acme", n) for n in range(8)] + [call("bolt", n) for n in range(3)])
+    # A crash: the process is gone; a new one recovers from the same storage.
+    recovered = storage.host()
+    assert set(recovered.waiting) == {"acme", "bolt"}  # replay waits for each tree's turn
+    assert recovered.balance("acme", "acme") == (Decimal("8.00"), Decimal("8.00"))
+    assert recovered.balance("bolt", "bolt") == (Decimal("9.25"), Decimal("9.25"))
+    # The client retries an answered command and an unanswered one: each counts once.
+    retried = recovered.apply([call("acme", 7), call("acme", 8)])
+    assert [o.accepted for o in retried] == [True, True]
+    assert recovered.balance("acme", "acme") == (Decimal("7.75"), Decimal("7.75"))
+
+
+def test_recovery_starts_from_the_snapshot_and_replays_only_the_journal_after_it() -> None:
+    storage = Storage()
+    core = storage.host(snapshot_every_commands=10)
+    setup(core, "acme", credit="100")
+    core.apply([call("acme", n) for n in range(9)])  # 11 commands: a snapshot, then trim
+    assert storage.snapshots.load("host-0") is not None
+    assert storage.journal.records == []
+    core.apply([call("acme", n) for n in range(9, 12)])
+    recovered = storage.host()
+    assert len(recovered.waiting["acme"]) == 3
+    assert recovered.balance("acme", "acme") == (Decimal("97.00"), Decimal("97.00"))
+
+
+def test_timers_expire_reservations_and_close_periods_and_the_statements_are_queued() -> None:
+    storage = Storage()
+    core = storage.host()
+    setup(core, "acme")
+    core.apply(
+        [
+            (
+                "acme",
+                Authorize(id="r1", tenant="acme", time=MARCH + 60, meter="calls", ttl_seconds=30),
+            )
+        ]
+    )
+    assert core.balance("acme", "acme") == (Decimal("10"), Decimal("9.75"))
+    assert core.next_timer() == MARCH + 90
+    assert core.tick(MARCH + 90) == 1
+    assert core.balance("acme", "acme") == (Decimal("10"), Decimal("10"))
+    core.apply([call("acme", 1)])
+    april = parse("2024-04-01T00:00:00Z")
+    assert core.tick(april) == 1
+    assert list(storage.statements.items) == [("acme", MARCH, 0)]
+    # The same statement handed in again after a replay is not queued twice.
+    storage.host().catch_up()
+    assert list(storage.statements.items) == [("acme", MARCH, 0)]
+
+
+def test_a_command_for_an_unknown_tree_is_refused_and_a_batch_has_a_bound() -> None:
+    core = Storage().host()
+    outcome = core.apply([call("nobody", 1)])[0]
+    assert (outcome.accepted, outcome.reason) == (False, Reason.unknown_tenant)
+    with pytest.raises(ValueError, match="at most"):
+        core.apply([call("acme", n) for n in range(10_001)])
