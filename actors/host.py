@@ -25,6 +25,7 @@ from engine.accounts import Reason as AccountReason
 from engine.accounts.commands import denied
 from engine.accounts.state import TreeState
 from engine.accounts.tariffs import TariffSource
+from engine.numbers import engine_context_installed, use_engine_context
 from engine.ports import Journal, SnapshotStore, StatementQueue
 from engine.statements import Statement
 
@@ -100,6 +101,8 @@ class HostCore:
         """Journal records not yet replayed, by tree (filled by :meth:`recover`)."""
         self.alerts: deque[Alert] = deque(maxlen=ALERTS_KEPT)
         self._timers: list[tuple[int, str]] = []
+        self._scheduled: dict[str, int] = {}
+        """The instant each tree is in ``_timers`` for, so that it is pushed once per change."""
         self._sequence = 0
         self._snapshot_sequence = 0
         self._snapshot_at = clock()
@@ -130,6 +133,13 @@ class HostCore:
             assert snapshot.schema <= SNAPSHOT_SCHEMA, "a snapshot from a newer version"
             for root, state in snapshot.trees.items():
                 self.trees[root] = TenantTree(state, self.tariffs)
+        if after > self.journal.last_sequence():
+            # A journal that ends before the snapshot lost records (say, a Redis without
+            # persistence that restarted): new appends would reuse sequence numbers.
+            raise RuntimeError(
+                f"host {self.name}: the journal ends at {self.journal.last_sequence()} but the "
+                f"snapshot covers {after}; refusing to start on a journal that lost records"
+            )
         count = 0
         for sequence, record in self.journal.read(after):
             root, _ = split_record(record)
@@ -147,12 +157,16 @@ class HostCore:
 
     def catch_up(self, trees_max: int = 100) -> int:
         """Replay waiting records of up to ``trees_max`` trees; how many trees are left."""
+        if not engine_context_installed():
+            use_engine_context()
         for root in list(self.waiting)[:trees_max]:
             self._activate(root)
         return len(self.waiting)
 
     def _activate(self, root: str) -> TenantTree | None:
         """The tree of ``root``, replaying its waiting records first."""
+        if not self.waiting:
+            return self.trees.get(root)
         records = self.waiting.pop(root, None)
         tree = self.trees.get(root)
         if records:
@@ -170,6 +184,8 @@ class HostCore:
         """Apply a batch in order: journal it (one durable flush), then apply, then answer."""
         if len(items) > BATCH_MAX:
             raise ValueError(f"a batch holds at most {BATCH_MAX} commands")
+        if not engine_context_installed():
+            use_engine_context()  # decimal contexts are per thread; the engine needs its own
         if not items:
             return []
         self._append([journal_record(root, command) for root, command in items])
@@ -212,17 +228,18 @@ class HostCore:
         tree = self.trees.get(root)
         if tree is None:
             return
-        statements = tree.take_statements()
-        if statements:
-            self.statements.put([_queue_item(tenant, s) for tenant, s in statements])
-        self.alerts.extend(tree.take_alerts())
+        if tree.state.statements:
+            self.statements.put([_queue_item(t, s) for t, s in tree.take_statements()])
+        if tree.state.alerts:
+            self.alerts.extend(tree.take_alerts())
 
     # Timers ---------------------------------------------------------------------------------
 
     def _schedule(self, root: str) -> None:
         tree = self.trees.get(root)
         due = tree.next_timer() if tree is not None else None
-        if due is not None:
+        if due is not None and self._scheduled.get(root) != due:
+            self._scheduled[root] = due
             heapq.heappush(self._timers, (due, root))
 
     def next_timer(self) -> int | None:
@@ -232,7 +249,9 @@ class HostCore:
         """Fire every timer due by ``now``: one journaled ``Advance`` per tree that has one."""
         due: dict[str, None] = {}
         while self._timers and self._timers[0][0] <= now:
-            _, root = heapq.heappop(self._timers)
+            at, root = heapq.heappop(self._timers)
+            if self._scheduled.get(root) == at:
+                del self._scheduled[root]
             tree = self.trees.get(root)
             if tree is not None and root not in self.waiting:
                 next_due = tree.next_timer()

@@ -44,7 +44,8 @@ class AccountHostActor:
 
     def __init__(self, name: str, config: StorageConfig) -> None:
         use_engine_context()
-        logging.basicConfig(level=logging.INFO)
+        logging.basicConfig(level=logging.WARNING)
+        logging.getLogger("actors").setLevel(logging.INFO)
         self.name = name
         self.config = config
         journal, snapshots, statements, tariffs = open_storage(config, name)
@@ -104,6 +105,19 @@ class AccountHostActor:
     def ping(self) -> str:
         return self.name
 
+    def audit(self) -> dict[str, int]:
+        """Replay everything, then assert every ledger balances; what the host holds."""
+        with self.lock:
+            self.core.catch_up(len(self.core.waiting))
+            wallets = reservations = 0
+            for tree in self.core.trees.values():
+                reservations += len(tree.state.reservations)
+                for node in tree.state.nodes.values():
+                    if node.wallet is not None:
+                        node.wallet.ledger.check()
+                        wallets += 1
+            return {"trees": len(self.core.trees), "wallets": wallets, "reservations": reservations}
+
     def pid(self) -> int:
         import os
 
@@ -111,6 +125,7 @@ class AccountHostActor:
 
     def _run_timers(self) -> None:
         """Fire timers on the host's clock and replay waiting trees in the background."""
+        use_engine_context()  # decimal contexts are per thread
         while not self._stop.wait(TICK_SECONDS):
             try:
                 with self.lock:
@@ -130,8 +145,14 @@ AccountHost = ray.remote(max_restarts=-1, max_task_retries=0, num_cpus=0)(Accoun
 class Hosts:
     """Start or find the named hosts, and send batches to the host of each tree."""
 
-    def __init__(self, count: int, config: StorageConfig, pins: dict[str, str] | None = None):
-        self.names = host_names(count)
+    def __init__(
+        self,
+        count: int,
+        config: StorageConfig,
+        pins: dict[str, str] | None = None,
+        prefix: str = "meterwerk-host",
+    ) -> None:
+        self.names = host_names(count, prefix)
         self.placement = Placement(self.names, pins)
         self.config = config
         self.handles: dict[str, Any] = {}
@@ -174,10 +195,19 @@ class Hosts:
                 outcomes[position] = outcome
         return [outcome for outcome in outcomes if outcome is not None]
 
-    def stop(self) -> None:
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Kill every host, and wait until their names are free to be started again."""
         for handle in self.handles.values():
             ray.kill(handle, no_restart=True)
         self.handles.clear()
+        deadline = time.monotonic() + timeout_s
+        for name in self.names:
+            while time.monotonic() < deadline:
+                try:
+                    ray.get_actor(name, namespace=NAMESPACE)
+                except ValueError:
+                    break
+                time.sleep(0.1)
 
 
 def decode_outcomes(data: bytes) -> list[Outcome]:

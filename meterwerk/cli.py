@@ -14,8 +14,9 @@ def main(argv: list[str] | None = None) -> int:
     bench = commands.add_parser("bench", help="run a benchmark and print its figures")
     bench.add_argument(
         "what",
-        choices=["engine", "accounts"],
-        help="engine: incremental rating per model; accounts: records and reservations",
+        choices=["engine", "accounts", "host", "recovery", "journal"],
+        help="engine: rating per model; accounts: records and reservations; host: durable "
+        "records per journal backend; recovery: restart of 10,000 accounts; journal: appends",
     )
     bench.add_argument("--seconds", type=float, default=1.0, help="time per measurement")
     bench.set_defaults(handler=_bench)
@@ -47,6 +48,18 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    if args.what == "host":
+        from load_tests.bench_host import run_host
+
+        return run_host(seconds=args.seconds)
+    if args.what == "recovery":
+        from load_tests.bench_host import run_recovery
+
+        return run_recovery()
+    if args.what == "journal":
+        from load_tests.bench_journal import run as run_journal
+
+        return int(run_journal(seconds=args.seconds) or 0)
     if args.what == "accounts":
         from load_tests.bench_accounts import run as run_accounts
 

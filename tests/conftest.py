@@ -20,3 +20,19 @@ settings.load_profile("ci" if os.environ.get("CI") else "dev")
 @pytest.fixture(autouse=True)
 def _strict_decimals() -> None:
     use_engine_context(strict=True)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> object:
+    """One local Ray instance for the whole test session, dashboard off."""
+    import ray
+
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        namespace="meterwerk-tests",
+        logging_level="WARNING",
+        configure_logging=False,
+    )
+    yield ray
+    ray.shutdown()

@@ -192,7 +192,14 @@ class TenantTree:
         return taken
 
     def next_timer(self) -> Instant | None:
-        """The earliest instant at which something happens without a command."""
+        """When something may next happen without a command: never later than the earliest
+        timer, though it may be earlier (a reservation captured since); an ``Advance`` then
+        finds nothing to do and the instant moves on."""
+        if not self._due_known:
+            self._due, self._due_known = self._earliest_timer(), True
+        return self._due
+
+    def _earliest_timer(self) -> Instant | None:
         due = [instant for instant, _, _ in self._timers()]
         return min(due) if due else None
 
@@ -1231,15 +1238,15 @@ class TenantTree:
     def _advance(self, now: Instant) -> list[Alert]:
         alerts: list[Alert] = []
         if not self._due_known:
-            self._due, self._due_known = self.next_timer(), True
+            self._due, self._due_known = self._earliest_timer(), True
         while self._due is not None and self._due <= now:
             due = [timer for timer in self._timers() if timer[0] <= now]
             if not due:
-                self._due = self.next_timer()
+                self._due = self._earliest_timer()
                 continue
             at, order, key = min(due)
             self._fire_timer(at, order, key[2:], alerts)
-            self._due = self.next_timer()
+            self._due = self._earliest_timer()
         for tenant in self._gauges():
             node = self.state.nodes[tenant]
             assert node.period is not None
