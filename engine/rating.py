@@ -618,13 +618,16 @@ class PeriodRater:
             value = event.quantity
             if _plain_value(fast.meter, value):
                 charge_state = state.charges.get(fast.key)
+                fresh = charge_state is None
                 if charge_state is None:
-                    charge_state = state.charges[fast.key] = ChargeState()
+                    charge_state = ChargeState()
                 marginal = fast._apply_fast(charge_state, event, value, state.period, budget)
                 if marginal is None:
-                    over = fast.peek(charge_state, value)
+                    over = fast.peek(None if fresh else charge_state, value)
                     assert over is not None
                     return False, over
+                if fresh:
+                    state.charges[fast.key] = charge_state
                 state.charged_live += marginal
                 return True, marginal
         cost = self.quote(state, event)

@@ -56,6 +56,16 @@ REMEMBERED_SECONDS: Final = 86_400
 first."""
 BUDGET_STEPS: Final = (50, 80, 100)
 
+# Timers due at the same instant fire in this order. A period ends first, so that whatever
+# else happens at that instant (a slice charged at its expiry) belongs to the next period,
+# as half-open periods say.
+_PERIOD_END: Final = 0
+_RESERVATION: Final = 1
+_SLICE: Final = 2
+_SESSION: Final = 3
+_CREDIT: Final = 4
+_LATE_WINDOW: Final = 5
+
 
 class Step(msgspec.Struct, kw_only=True):
     """One tenant on an event's path that rates it."""
@@ -377,11 +387,11 @@ class TenantTree:
         plan = self._plan(node, _event(command), time, reserve=True)
         if isinstance(plan, Outcome):
             return plan
-        refusal = self._check(plan, time)
+        expires_at = time + command.ttl_seconds
+        refusal = self._check(plan, time, horizon=expires_at)
         if refusal is not None:
             return refusal
         held = self._hold(plan)
-        expires_at = time + command.ttl_seconds
         self._note_timer(expires_at)
         self.state.reservations[command.id] = Reservation(
             reservation_id=command.id,
@@ -419,17 +429,17 @@ class TenantTree:
         )
         self._unhold(reservation.held)
         plan = self._plan(node, event, time)
-        if isinstance(plan, Outcome) or (
-            quantity > reservation.quantity and self._check(plan, time) is not None
-        ):
+        refusal: Outcome | None = plan if isinstance(plan, Outcome) else None
+        if refusal is None and quantity > reservation.quantity:
+            refusal = self._check(plan, time)  # type: ignore[arg-type]
+        if refusal is not None:
+            # Decided while the reservation's own hold is given back; it is then held again.
             self._rehold(reservation.held)
-            if isinstance(plan, Outcome):
-                return plan
-            refusal = self._check(plan, time)
-            assert refusal is not None
             return refusal
+        assert not isinstance(plan, Outcome)
         del self.state.reservations[reservation.reservation_id]
-        charged = self._apply(plan, time, command.id, alerts)
+        guarantee = reservation.held if quantity <= reservation.quantity else None
+        charged = self._apply(plan, time, command.id, alerts, guarantee=guarantee)
         return self._accepted(node, amount=charged)
 
     def _release(
@@ -530,10 +540,10 @@ class TenantTree:
         plan = self._plan(node, event, time, reserve=True)
         if isinstance(plan, Outcome):
             return plan
-        refusal = self._check(plan, time)
+        expires_at = time + command.validity_seconds
+        refusal = self._check(plan, time, horizon=expires_at)
         if refusal is not None:
             return refusal
-        expires_at = time + command.validity_seconds
         self._note_timer(expires_at)
         self.state.slices[command.id] = Slice(
             grant_id=command.id,
@@ -575,6 +585,7 @@ class TenantTree:
     ) -> Decimal:
         """Charge ``used`` units of a slice; hold the price of the rest unless ``final``."""
         node = self.state.nodes[grant.tenant]
+        guarantee = grant.held
         self._unhold(grant.held)
         grant.held = None
         grant.used += used
@@ -589,7 +600,7 @@ class TenantTree:
             )
             plan = self._plan(node, event, time)
             if not isinstance(plan, Outcome):
-                charged = self._apply(plan, time, reference, alerts)
+                charged = self._apply(plan, time, reference, alerts, guarantee=guarantee)
         left = grant.quantity - grant.used
         if final or left <= 0:
             del self.state.slices[grant.grant_id]
@@ -691,7 +702,9 @@ class TenantTree:
 
         def refusal(seconds: int) -> Outcome | None:
             plan = self._plan(node, self._session_event(session, seconds), time, reserve=True)
-            return plan if isinstance(plan, Outcome) else self._check(plan, time)
+            if isinstance(plan, Outcome):
+                return plan
+            return self._check(plan, time, horizon=session.segment_start + seconds)
 
         def affordable(seconds: int) -> bool:
             return refusal(seconds) is None
@@ -744,13 +757,19 @@ class TenantTree:
     def _end_session(
         self, session: Session, end: Instant, reference: str, alerts: list[Alert]
     ) -> Decimal:
+        guarantee = session.held
         self._unhold(session.held)
         session.held = None
         self.state.sessions.pop(session.session_id, None)
-        return self._charge_segment(session, end, reference, alerts)
+        return self._charge_segment(session, end, reference, alerts, guarantee)
 
     def _charge_segment(
-        self, session: Session, end: Instant, reference: str, alerts: list[Alert]
+        self,
+        session: Session,
+        end: Instant,
+        reference: str,
+        alerts: list[Alert],
+        guarantee: Held | None = None,
     ) -> Decimal:
         seconds = end - session.segment_start
         if seconds <= 0:
@@ -760,7 +779,10 @@ class TenantTree:
         session.segment_start = end
         if isinstance(plan, Outcome):
             return ZERO
-        return self._apply(plan, end, reference, alerts)
+        held = guarantee if guarantee is not None else session.held
+        if held is not None and end > (session.granted_until or end):
+            held = None  # only the time the hold covered is guaranteed
+        return self._apply(plan, end, reference, alerts, guarantee=held)
 
     # Fees -----------------------------------------------------------------------------------
 
@@ -831,7 +853,7 @@ class TenantTree:
             )
         return Plan(event=event, path=path, steps=steps, units=units or ZERO)
 
-    def _check(self, plan: Plan, time: Instant) -> Outcome | None:
+    def _check(self, plan: Plan, time: Instant, horizon: Instant | None = None) -> Outcome | None:
         """Whether every tenant on the path allows the plan: suspension, quotas, caps, money."""
         for node in plan.path:
             if node.suspended:
@@ -866,7 +888,8 @@ class TenantTree:
                 return denied(
                     Reason.account_cut_off, None, "the account was cut off; a top-up reopens it"
                 )
-            available = wallet.available_now()
+            # A hold is backed only by credit that is still there when the hold ends.
+            available = wallet.available_now() if horizon is None else wallet.available(horizon)
             if step.cost > available:
                 return denied(
                     Reason.insufficient_credit, None, f"costs {step.cost}, {available} available"
@@ -953,7 +976,15 @@ class TenantTree:
             if session.held is not None:
                 yield session.held
 
-    def _apply(self, plan: Plan, time: Instant, reference: str, alerts: list[Alert]) -> Decimal:
+    def _apply(
+        self,
+        plan: Plan,
+        time: Instant,
+        reference: str,
+        alerts: list[Alert],
+        *,
+        guarantee: Held | None = None,
+    ) -> Decimal:
         """Rate and charge the plan at every tenant on the path; the payer's amount. Usage
         of a closed period counts towards that period, not towards the current one's quotas,
         caps and budgets."""
@@ -965,6 +996,9 @@ class TenantTree:
             amounts[step.node.tenant] = amount
             if step.closed is not None:
                 late.add(step.node.tenant)
+            if guarantee is not None and step.closed is None:
+                amount -= self._honour_guarantee(step, amount, guarantee, time, reference)
+                amounts[step.node.tenant] = amount
             if step.node.wallet is not None:
                 self._post(
                     step.node,
@@ -984,6 +1018,38 @@ class TenantTree:
                 node.units[event.meter] = node.units.get(event.meter, ZERO) + plan.units
                 self._quota_alerts(node, event.meter, time, alerts)
         return next((amounts[s.node.tenant] for s in plan.steps if s.node.wallet is not None), ZERO)
+
+    def _honour_guarantee(
+        self, step: Step, amount: Decimal, guarantee: Held, time: Instant, reference: str
+    ) -> Decimal:
+        """Usage within a hold is charged at most what the payer can pay: tier prices move with
+        the order of usage (a hold released ahead of it, cheaper units taken by a record), so a
+        capture can be rated above its hold. What the payer's available credit cannot cover is
+        credited on the statement as a line of its own, so that the live balance and the
+        statement agree and a prepaid balance never goes below zero for a reserved use.
+        Returns the credit (0 when none is due)."""
+        held = sum(
+            (h.amount for h in guarantee.holds if h.tenant == step.node.tenant and not h.capped),
+            ZERO,
+        )
+        wallet = step.node.wallet
+        if wallet is None or amount <= held:
+            return ZERO
+        # What the payer can still pay (its own hold given back) is charged in full; only
+        # what lies beyond that is the guarantee's to carry.
+        payable = max(held, wallet.available_now())
+        if amount <= payable:
+            return ZERO
+        excess = amount - payable
+        credit = step.rater.add_one_time(
+            step.state,
+            f"guarantee:{reference}",
+            "price held by the reservation",
+            -excess,
+            Decimal(1),
+            time,
+        )
+        return -credit
 
     def _rate_step(self, step: Step, event: Event, time: Instant, reference: str) -> Decimal:
         if step.closed is None:
@@ -1219,21 +1285,21 @@ class TenantTree:
     def _timers(self) -> Iterator[tuple[Instant, int, str]]:
         """Everything due without a command: (instant, order within an instant, key)."""
         for reservation in self.state.reservations.values():
-            yield reservation.expires_at, 0, "r:" + reservation.reservation_id
+            yield reservation.expires_at, _RESERVATION, "r:" + reservation.reservation_id
         for grant in self.state.slices.values():
-            yield grant.expires_at, 1, "g:" + grant.grant_id
+            yield grant.expires_at, _SLICE, "g:" + grant.grant_id
         for session in self.state.sessions.values():
             if session.granted_until is not None:
-                yield session.granted_until, 2, "s:" + session.session_id
+                yield session.granted_until, _SESSION, "s:" + session.session_id
         for node in self.state.nodes.values():
             if node.wallet is not None:
                 for credit in node.wallet.grants:
                     if credit.expires_at is not None:
-                        yield credit.expires_at, 3, "c:" + node.tenant
+                        yield credit.expires_at, _CREDIT, "c:" + node.tenant
             if node.period is not None:
-                yield node.period.period.end, 4, "p:" + node.tenant
+                yield node.period.period.end, _PERIOD_END, "p:" + node.tenant
             for closed in node.closed[:1]:
-                yield closed.accepts_until, 5, "l:" + node.tenant
+                yield closed.accepts_until, _LATE_WINDOW, "l:" + node.tenant
 
     def _advance(self, now: Instant) -> list[Alert]:
         alerts: list[Alert] = []
@@ -1270,18 +1336,20 @@ class TenantTree:
         return self._gauge_tenants
 
     def _fire_timer(self, at: Instant, order: int, key: str, alerts: list[Alert]) -> None:
-        if order == 0:
+        if order == _PERIOD_END:
+            self._close_period(self.state.nodes[key], alerts)
+        elif order == _RESERVATION:
             reservation = self.state.reservations.pop(key)
             self._unhold(reservation.held)
-        elif order == 1:
+        elif order == _SLICE:
             grant = self.state.slices[key]
             rest = grant.quantity - grant.used
             if self.state.nodes[grant.tenant].settings.grant_expiry is GrantExpiry.release:
                 rest = ZERO
             self._settle_slice(grant, rest, at, f"{key}:expired", alerts, final=True)
-        elif order == 2:
+        elif order == _SESSION:
             self._regrant_or_cut_off(self.state.sessions[key], at, alerts)
-        elif order == 3:
+        elif order == _CREDIT:
             node = self.state.nodes[key]
             assert node.wallet is not None
             for grant_expired, posting in node.wallet.expire(at):
@@ -1294,8 +1362,6 @@ class TenantTree:
                         amount=posting.amount,
                     )
                 )
-        elif order == 4:
-            self._close_period(self.state.nodes[key], alerts)
         else:
             node = self.state.nodes[key]
             node.closed.pop(0)

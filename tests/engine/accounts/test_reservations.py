@@ -221,18 +221,20 @@ def test_an_expired_reservation_no_longer_raises_the_quote() -> None:
     assert account.reserve("r3", "tokens", 4, at=T + 60).amount == Decimal("4.00")
 
 
-def test_a_capture_within_its_quantity_is_charged_even_when_records_moved_the_price() -> None:
-    """8 tokens hold 8.00 of 14 EUR. 10 tokens recorded meanwhile (usage that happened) cost
-    10.00 and push the reserved tokens into the second tier: capturing them costs 16.00, more
-    than was held. A capture within its quantity is never refused, so the balance goes to
-    -12 and the account is cut off."""
+def test_a_capture_within_its_quantity_costs_at_most_what_was_held() -> None:
+    """8 tokens hold 8.00 of 14 EUR. 10 tokens recorded meanwhile (usage that happened, always
+    charged) cost 10.00 and eat into the held money: 4.00 are left. They also push the
+    reserved tokens into the second tier, where they would cost 16.00. A reservation is a
+    price guarantee: the capture costs the 8.00 held, the 8.00 above it is credited on the
+    statement as a line of its own, and the record's overdraft cuts the account off."""
     account = Account("14")
     account.reserve("r1", "tokens", 8)
-    assert account(Record, T + 1, meter="tokens", quantity=Decimal(10)).amount == Decimal(10)
+    recorded = account(Record, T + 1, meter="tokens", quantity=Decimal(10))
+    assert recorded.amount == Decimal(10)
     captured = account.capture("r1", at=T + 2)
-    assert captured.amount == Decimal("16.00")
+    assert captured.amount == Decimal("8.00")
     assert [alert.kind for alert in captured.alerts] == [AlertKind.cut_off]
-    assert account.balance == Decimal(-12)
+    assert account.balance == Decimal(-4)
     assert account.reserve("r2", "calls", 1, at=T + 3).reason is Reason.account_cut_off
 
 
