@@ -725,6 +725,7 @@ class TenantTree:
 
     def _regrant_or_cut_off(self, session: Session, time: Instant, alerts: list[Alert]) -> None:
         node = self.state.nodes[session.tenant]
+        held_before = session.held
         self._unhold(session.held)
         session.held = None
         previous = session.granted_until
@@ -741,6 +742,7 @@ class TenantTree:
             max(min(until, time), session.segment_start),
             f"{session.session_id}:cut-off",
             alerts,
+            guarantee=held_before,
         )
         payer = self.payer(node)
         if payer is not None:
@@ -755,9 +757,16 @@ class TenantTree:
             )
 
     def _end_session(
-        self, session: Session, end: Instant, reference: str, alerts: list[Alert]
+        self,
+        session: Session,
+        end: Instant,
+        reference: str,
+        alerts: list[Alert],
+        guarantee: Held | None = None,
     ) -> Decimal:
-        guarantee = session.held
+        """Charge the session up to ``end`` (at most what its hold, or ``guarantee``, covers
+        where the payer cannot pay more) and forget it."""
+        guarantee = session.held or guarantee
         self._unhold(session.held)
         session.held = None
         self.state.sessions.pop(session.session_id, None)
