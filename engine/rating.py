@@ -35,9 +35,9 @@ from engine.meters import (
     event_value,
     new_state,
 )
-from engine.numbers import MAGNITUDE_MAX, ZERO, divide, engine_context_installed, round_amount
+from engine.numbers import MAGNITUDE_MAX, ONE, ZERO, divide, engine_context_installed, round_amount
 from engine.periods import Period, next_period, period_containing, zone
-from engine.pricing import OTHER_VALUES, ByAttribute, SimplePrice, TimeOfUse
+from engine.pricing import OTHER_VALUES, ByAttribute, PerUnit, SimplePrice, TimeOfUse
 from engine.rejections import Rejection
 from engine.statements import (
     BreakdownLine,
@@ -108,6 +108,8 @@ _BUDGETED = (Aggregation.sum, Aggregation.count)
 def _plain_value(meter: Meter, value: Decimal) -> bool:
     """Whether ``value`` is what :func:`event_value` accepts, checked the quick way; where it
     is not, :func:`event_value` says why."""
+    if value == ONE:  # the quantity nearly every event has
+        return True
     try:
         return (
             value.is_finite()
@@ -144,6 +146,7 @@ class CompiledCharge:
         "schedule",
         "single",
         "time_basis",
+        "unit_price",
         "zone",
     )
 
@@ -169,6 +172,8 @@ class CompiledCharge:
         else:
             self.prices = {"": price}
             self.single = price
+        # A per-unit price: the marginal amount is the change of quantity times the price.
+        self.unit_price = price.unit_price if isinstance(price, PerUnit) else None
         # One bucket, no routing, no conversion: the path most events take.
         self.fast = (
             self.single is not None
@@ -243,9 +248,13 @@ class CompiledCharge:
         free = self.free_units
         if free:
             quantity = quantity - free if quantity > free else ZERO
-        change = self.single.marginal(  # type: ignore[union-attr]
-            bucket.priced_quantity, quantity, bucket.priced_events, events
-        )
+        unit_price = self.unit_price
+        if unit_price is not None:
+            change = (quantity - bucket.priced_quantity) * unit_price
+        else:
+            change = self.single.marginal(  # type: ignore[union-attr]
+                bucket.priced_quantity, quantity, bucket.priced_events, events
+            )
         raw = state.raw_amount + change
         maximum = self.maximum
         charged = raw if maximum is None or raw <= maximum else maximum
