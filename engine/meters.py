@@ -110,7 +110,7 @@ class Meter(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
         return ",".join(f"{name}={properties.get(name, '')}" for name in self.group_by)
 
 
-class Event(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+class Event(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, gc=False):
     """One usage record. ``duration_seconds`` > 0 marks usage over ``[time, time + duration)``.
 
     ``quantity`` is exact; for usage over time it is the rate (4 vCPUs for an hour: quantity 4,

@@ -50,7 +50,7 @@ class PostingKind(StrEnum):
     rounding = "rounding"
 
 
-class Posting(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
+class Posting(msgspec.Struct, frozen=True, kw_only=True, array_like=True, gc=False):
     """``amount`` moves from ``debit`` to ``credit``. Amounts are positive."""
 
     debit: str
@@ -61,7 +61,7 @@ class Posting(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
     reference: str
 
 
-class LedgerAccount(msgspec.Struct, kw_only=True, array_like=True):
+class LedgerAccount(msgspec.Struct, kw_only=True, array_like=True, gc=False):
     debits_posted: Decimal = ZERO
     credits_posted: Decimal = ZERO
     debits_pending: Decimal = ZERO

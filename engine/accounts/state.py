@@ -21,7 +21,7 @@ from engine.statements import Statement
 SCHEMA: Final = 1
 
 
-class Hold(msgspec.Struct, kw_only=True, array_like=True):
+class Hold(msgspec.Struct, kw_only=True, array_like=True, gc=False):
     """Money held at one funded tenant, or pool drawn at one capped tenant."""
 
     tenant: str
@@ -111,7 +111,7 @@ class NodeState(msgspec.Struct, kw_only=True):
     """The zone the current period was opened in; a change of zone waits for the next one."""
 
 
-class Remembered(msgspec.Struct, kw_only=True, array_like=True):
+class Remembered(msgspec.Struct, kw_only=True, array_like=True, gc=False):
     """A handled command and its outcome. The command itself is kept, rather than a hash of
     it, so that the common case (an id never seen again) costs nothing to fingerprint."""
 

@@ -112,7 +112,9 @@ class TenantTree:
     def handle(self, command: c.Command) -> Outcome:
         state = self.state
         time = command.time if command.time > state.clock else state.clock
-        remembered = state.remembered.get(command.id) or state.remembered_before.get(command.id)
+        remembered = state.remembered.get(command.id)
+        if remembered is None and state.remembered_before:
+            remembered = state.remembered_before.get(command.id)
         if remembered is not None:
             if not _same_content(remembered.command, command):
                 return denied(
