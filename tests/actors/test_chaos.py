@@ -175,13 +175,13 @@ def _forget_journals(hosts: Any) -> None:
 
 
 def test_the_whole_server_stopped_and_started_keeps_every_cent(
-    ray_cluster: Any, tmp_path: Path
+    ray_cluster: Any, tmp_path: Path, journal_url: str | None
 ) -> None:
     import ray
 
     from actors.ray_host import Hosts
 
-    config = _config(tmp_path, None)
+    config = _config(tmp_path, journal_url)
     prefix = f"restart-{uuid.uuid4().hex[:6]}"
     tenants = [f"t{n}" for n in range(6)]
     hosts = Hosts(2, config, prefix=prefix)
@@ -227,3 +227,4 @@ def test_the_whole_server_stopped_and_started_keeps_every_cent(
         assert retry[0].balance == Decimal("4.93"), "a retry after the restart counts once"
     finally:
         again.stop()
+        _forget_journals(again)
