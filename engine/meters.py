@@ -174,19 +174,6 @@ def event_value(meter: Meter, event: Usage) -> Decimal | Rejection:
 # ``quantity(as_of)`` is the period-to-date quantity; it never reads the clock.
 
 
-class CountState(msgspec.Struct, tag="count", kw_only=True):
-    events: int = 0
-    total: Decimal = ZERO
-    """Occurrences: the sum of the events' whole quantities."""
-
-    def add(self, value: Decimal, time: Instant, unique: str | None) -> None:
-        self.events += 1
-        self.total += value
-
-    def quantity(self, as_of: Instant) -> Decimal:
-        return self.total
-
-
 class SumState(msgspec.Struct, tag="sum", kw_only=True):
     events: int = 0
     total: Decimal = ZERO
@@ -197,6 +184,10 @@ class SumState(msgspec.Struct, tag="sum", kw_only=True):
 
     def quantity(self, as_of: Instant) -> Decimal:
         return self.total
+
+
+class CountState(SumState, tag="count", kw_only=True):
+    """Occurrences: the sum of the events' whole quantities (``event_value`` checks them)."""
 
 
 class MaxState(msgspec.Struct, tag="max", kw_only=True):

@@ -411,13 +411,9 @@ class TenantTree:
     def _capture(
         self, command: c.Capture, node: NodeState, time: Instant, alerts: list[Alert]
     ) -> Outcome:
-        reservation = self.state.reservations.get(command.reservation)
-        if reservation is None or reservation.tenant != node.tenant:
-            return denied(
-                Reason.unknown_reservation,
-                "reservation",
-                "no open reservation with this id (captured, released or expired)",
-            )
+        reservation = self._open_reservation(command.reservation, node)
+        if isinstance(reservation, Outcome):
+            return reservation
         quantity = reservation.quantity if command.quantity is None else command.quantity
         if not quantity.is_finite() or quantity < 0:
             return denied(Reason.invalid_quantity, "quantity", "must not be negative")
@@ -444,16 +440,22 @@ class TenantTree:
         charged = self._apply(plan, time, command.id, alerts, guarantee=guarantee)
         return self._accepted(node, amount=charged)
 
-    def _release(
-        self, command: c.Release, node: NodeState, time: Instant, alerts: list[Alert]
-    ) -> Outcome:
-        reservation = self.state.reservations.get(command.reservation)
+    def _open_reservation(self, reservation_id: str, node: NodeState) -> Reservation | Outcome:
+        reservation = self.state.reservations.get(reservation_id)
         if reservation is None or reservation.tenant != node.tenant:
             return denied(
                 Reason.unknown_reservation,
                 "reservation",
                 "no open reservation with this id (captured, released or expired)",
             )
+        return reservation
+
+    def _release(
+        self, command: c.Release, node: NodeState, time: Instant, alerts: list[Alert]
+    ) -> Outcome:
+        reservation = self._open_reservation(command.reservation, node)
+        if isinstance(reservation, Outcome):
+            return reservation
         del self.state.reservations[reservation.reservation_id]
         self._unhold(reservation.held)
         return self._accepted(node)
