@@ -195,6 +195,10 @@ class Hosts:
                 outcomes[position] = outcome
         return [outcome for outcome in outcomes if outcome is not None]
 
+    def reload_tariffs(self) -> None:
+        """Have every host read the catalogue's tariffs again."""
+        ray.get([handle.reload_tariffs.remote() for handle in self.handles.values()])
+
     def stop(self, timeout_s: float = 30.0) -> None:
         """Kill every host, and wait until their names are free to be started again."""
         for handle in self.handles.values():

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import sys
+
+from meterwerk.serve import add_arguments as add_serve_arguments
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="meterwerk", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="start the server (embedded default)")
+    add_serve_arguments(serve)
     serve.set_defaults(handler=_serve)
     bench = commands.add_parser("bench", help="run a benchmark and print its figures")
     bench.add_argument(
@@ -20,6 +22,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     bench.add_argument("--seconds", type=float, default=1.0, help="time per measurement")
     bench.set_defaults(handler=_bench)
+    admin_key = commands.add_parser(
+        "create-admin-key", help="create an admin API key and print it once"
+    )
+    admin_key.add_argument("--data-dir", default="./data", help="the server's data directory")
+    admin_key.add_argument("--database-url", help="the catalogue database (default: SQLite)")
+    admin_key.set_defaults(handler=_create_admin_key)
+    migrate = commands.add_parser("migrate", help="bring the database schema up to date")
+    migrate.add_argument("--data-dir", default="./data")
+    migrate.add_argument("--database-url")
+    migrate.set_defaults(handler=_migrate)
     rate = commands.add_parser("rate", help="rate a file of events against a catalogue")
     rate.add_argument("catalog", help="catalogue JSON (meters and tariffs)")
     rate.add_argument("tariff", help="tariff key")
@@ -31,20 +43,32 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    # The HTTP server arrives with the account hosts and the gateway (issues 4 and 5). Until
-    # then `serve` starts what exists: it rates the example catalogue and prints statements.
+    from meterwerk.serve import main as serve
+
+    return serve(args)
+
+
+def _database_url(args: argparse.Namespace) -> str:
     from pathlib import Path
 
-    from meterwerk.rate_file import rate_file
+    if args.database_url:
+        return str(args.database_url)
+    Path(args.data_dir).mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{Path(args.data_dir).resolve() / 'meterwerk.db'}"
 
-    examples = Path(__file__).resolve().parent.parent / "docs" / "examples"
-    print(
-        "meterwerk: the HTTP server is not built yet; rating the example catalogue instead.\n",
-        file=sys.stderr,
-    )
-    return rate_file(
-        str(examples / "catalog.json"), "api-plan", str(examples / "events.json"), "UTC"
-    )
+
+def _create_admin_key(args: argparse.Namespace) -> int:
+    from meterwerk.serve import create_admin_key
+
+    print(create_admin_key(_database_url(args)))
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from persistence.migrate import migrate
+
+    migrate(_database_url(args))
+    return 0
 
 
 def _bench(args: argparse.Namespace) -> int:

@@ -1,0 +1,83 @@
+"""API keys: who is calling, and what they may do.
+
+A request names its key as ``Authorization: Bearer <key>``. Keys are verified against their
+scrypt hashes (:class:`persistence.ApiKeys`), and a verified key is remembered for
+``cache_seconds`` (a revoked key may keep working that long on a gateway that verified it).
+
+Scopes (what a scope allows is the gateway's to decide):
+
+- ``admin`` on a key without a tenant root: every route, every tenant.
+- ``usage`` on a key with a tenant root (an application key): the hot-path routes, for
+  tenants of that tree only. A tenant outside the tree, or unknown, is ``out_of_scope`` (403),
+  so that a key cannot learn which tenants exist elsewhere.
+
+Any other key may do nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from enum import StrEnum
+from typing import Final
+
+from gateway import errors
+from gateway.cache import LookupCache
+from persistence.credentials import ApiKey, ApiKeys
+
+CACHE_SECONDS: Final = 60.0
+INVALID_CACHE_SECONDS: Final = 5.0
+CACHE_SIZE_MAX: Final = 10_000
+KEY_LENGTH_MAX: Final = 256
+_BEARER: Final = "bearer "
+
+
+class Scope(StrEnum):
+    admin = "admin"
+    usage = "usage"
+
+
+def is_admin(key: ApiKey) -> bool:
+    return Scope.admin in key.scopes and key.tenant_root is None
+
+
+def may_use(key: ApiKey, root: str | None) -> bool:
+    """Whether ``key`` may call a hot-path route for a tenant of tree ``root`` (None: the
+    tenant is unknown)."""
+    if is_admin(key):
+        return True
+    return Scope.usage in key.scopes and root is not None and key.tenant_root == root
+
+
+class KeyVerifier:
+    def __init__(
+        self,
+        keys: ApiKeys,
+        *,
+        cache_seconds: float = CACHE_SECONDS,
+        invalid_cache_seconds: float = INVALID_CACHE_SECONDS,
+    ) -> None:
+        self.keys = keys
+        self._cache: LookupCache[bytes, ApiKey] = LookupCache(
+            "api-keys",
+            ttl_seconds=cache_seconds,
+            missing_ttl_seconds=invalid_cache_seconds,
+            size_max=CACHE_SIZE_MAX,
+        )
+
+    async def authenticate(self, authorization: str | None) -> ApiKey:
+        """The key the ``Authorization`` header names; 401 if it is missing or invalid."""
+        if not authorization or not authorization[: len(_BEARER)].lower() == _BEARER:
+            raise errors.missing_key()
+        plaintext = authorization[len(_BEARER) :].strip()
+        if not plaintext:
+            raise errors.missing_key()
+        if len(plaintext) > KEY_LENGTH_MAX:
+            raise errors.invalid_key()
+        digest = hashlib.sha256(plaintext.encode()).digest()
+        key = await self._cache.get(digest, lambda: self.keys.verify(plaintext))
+        if key is None:
+            raise errors.invalid_key()
+        return key
+
+    def close(self) -> None:
+        self._cache.close()

@@ -1,0 +1,329 @@
+"""``meterwerk serve``: the whole server from one command.
+
+The embedded default needs nothing installed: a local Ray (dashboard off), SQLite and the file
+journal under one data directory, and the gateway on one port. Postgres, Redis and an
+existing Ray cluster are chosen by flags or by environment variables (``METERWERK_*``).
+
+Stopping it (Ctrl-C, SIGTERM) drains the gateway, snapshots each host and stops the hosts with
+the local Ray; starting it again on the same data recovers every account from its snapshot
+and journal. Killed without warning, it recovers the same way, replaying more of the journal.
+On an existing Ray cluster (``--ray-address``) the hosts are detached named actors shared
+with other gateways: they are started if missing and left running on exit.
+
+The catalogue (meters, tariffs, tenants) lives in the SQL database and starts empty; the hosts
+read their tariffs from it when they start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Final
+
+import msgspec
+
+log = logging.getLogger("meterwerk.serve")
+
+HOST_PREFIX: Final = "meterwerk-host"
+LAYOUT_FILE: Final = "layout.json"
+SNAPSHOT_TIMEOUT_SECONDS: Final = 60.0
+CONNECTIONS_MAX: Final = 10_000
+"""Connections and requests in progress at a time; uvicorn answers 503 past it."""
+
+
+class ServeError(Exception):
+    """A server that must not start as asked."""
+
+
+class ServeOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    data_dir: str = "./data"
+    bind: str = "127.0.0.1"
+    port: Annotated[int, msgspec.Meta(ge=0, le=65_535)] = 8080
+    hosts: Annotated[int, msgspec.Meta(ge=1, le=1_024)] | None = None
+    """None: as many as the data directory was started with, or one per core at first."""
+    journal_url: str | None = None
+    database_url: str | None = None
+    redis_snapshots_url: str | None = None
+    ray_address: str | None = None
+    create_admin_key: bool = False
+    demo: bool = False
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``meterwerk serve``; each also read from an environment variable."""
+    env = os.environ.get
+    parser.add_argument(
+        "--data-dir",
+        default=env("METERWERK_DATA_DIR", "./data"),
+        help="journal, SQLite database and snapshots (default ./data; METERWERK_DATA_DIR)",
+    )
+    parser.add_argument(
+        "--bind",
+        default=env("METERWERK_BIND", "127.0.0.1"),
+        help="address to listen on (default 127.0.0.1; METERWERK_BIND)",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=int(env("METERWERK_PORT", "8080")),
+        help="HTTP port (default 8080; METERWERK_PORT)",
+    )
+    parser.add_argument(
+        "--hosts",
+        type=int,
+        default=int(env("METERWERK_HOSTS", "0")) or None,
+        help="account hosts (Ray actors): one per core when the data directory is new, then "
+        "as many as it was started with (METERWERK_HOSTS)",
+    )
+    parser.add_argument(
+        "--journal-url",
+        default=env("METERWERK_JOURNAL_URL"),
+        help="postgresql://… or redis://… (default: a file journal in the data directory)",
+    )
+    parser.add_argument(
+        "--database-url",
+        default=env("METERWERK_DATABASE_URL"),
+        help="postgresql+psycopg://… for the catalogue, keys and snapshots (default: SQLite "
+        "in the data directory)",
+    )
+    parser.add_argument(
+        "--redis-snapshots-url",
+        default=env("METERWERK_REDIS_SNAPSHOTS_URL"),
+        help="also keep snapshots in Redis, for fast warm restarts",
+    )
+    parser.add_argument(
+        "--ray-address",
+        default=env("METERWERK_RAY_ADDRESS"),
+        help="an existing Ray cluster (default: start a local one)",
+    )
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="load the example catalogue and a demo tenant with credit, and print its key",
+    )
+    parser.add_argument(
+        "--create-admin-key",
+        action="store_true",
+        help="create an admin API key, print it once, and exit",
+    )
+
+
+def options_from(args: argparse.Namespace) -> ServeOptions:
+    fields = {name: getattr(args, name) for name in ServeOptions.__struct_fields__}
+    return msgspec.convert(fields, type=ServeOptions)
+
+
+def storage_config(options: ServeOptions) -> Any:
+    from actors.storage import StorageConfig
+
+    return StorageConfig(
+        data_dir=str(Path(options.data_dir).resolve()),
+        journal_url=options.journal_url,
+        database_url=options.database_url,
+        redis_snapshots_url=options.redis_snapshots_url,
+    )
+
+
+def create_admin_key(database_url: str) -> str:
+    """A new admin key's plaintext: shown once, stored only as a hash."""
+    from persistence.credentials import ApiKeys
+    from persistence.migrate import migrate
+
+    migrate(database_url)
+    keys = ApiKeys(database_url)
+    try:
+        return keys.create(["admin"], None)[1]
+    finally:
+        keys.close()
+
+
+class Server:
+    """The account hosts and the gateway app over one storage configuration."""
+
+    def __init__(
+        self, options: ServeOptions, *, prefix: str = HOST_PREFIX, keep_hosts: bool | None = None
+    ) -> None:
+        self.options = options
+        self.config = storage_config(options)
+        self.prefix = prefix
+        # Whether stopping leaves the hosts running: by default, only on a Ray this process
+        # did not start, where other gateways may be using them.
+        self.keep_hosts = keep_hosts
+        self.hosts: Any = None
+        self._owns_ray = False
+
+    def start(self) -> None:
+        from actors.ray_host import Hosts
+        from persistence.migrate import migrate
+
+        migrate(self.config.sql_url)
+        count = host_count(self.config.data_dir, self.options.hosts)
+        self._owns_ray = _connect_ray(self.options.ray_address)
+        if self.keep_hosts is None:
+            self.keep_hosts = not self._owns_ray
+        self.hosts = Hosts(count, self.config, prefix=self.prefix)
+        print(f"meterwerk: starting {count} account host(s)…", file=sys.stderr)
+        self.hosts.start()
+
+    def app(self) -> Any:
+        from gateway.app import create_app
+
+        return create_app(self.hosts, self.config.sql_url)
+
+    def stop(self) -> None:
+        try:
+            if self.hosts is not None and not self.keep_hosts:
+                if self._owns_ray:
+                    # Ctrl+C reaches Ray's own processes too; the snapshot is a courtesy with
+                    # a deadline (the journal has everything), and shutting Ray down ends the
+                    # hosts.
+                    _snapshot_within(self.hosts, SNAPSHOT_TIMEOUT_SECONDS)
+                else:
+                    _stop_hosts(self.hosts)
+        finally:
+            if self._owns_ray:
+                _disconnect_ray()
+
+
+class Layout(msgspec.Struct, frozen=True, kw_only=True):
+    """What a data directory was started with: ``layout.json``."""
+
+    hosts: int
+
+
+def host_count(data_dir: str, wanted: int | None) -> int:
+    """The number of hosts, kept in the data directory: a tenant's host is a hash of its root
+    over the hosts, so a different number would look for trees where they are not."""
+    path = Path(data_dir) / LAYOUT_FILE
+    stored = msgspec.json.decode(path.read_bytes(), type=Layout).hosts if path.exists() else None
+    if stored is not None and wanted is not None and stored != wanted:
+        raise ServeError(
+            f"{data_dir} holds accounts placed over {stored} hosts; start it with "
+            f"--hosts {stored} (changing the number of hosts needs a migration of the trees)"
+        )
+    count = stored or wanted or os.cpu_count() or 1
+    if stored is None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(msgspec.json.encode(Layout(hosts=count)))
+    return count
+
+
+def serve(options: ServeOptions) -> int:
+    config = storage_config(options)
+    if options.create_admin_key:
+        print(create_admin_key(config.sql_url))
+        print("meterwerk: keep this key; it is not shown again.", file=sys.stderr)
+        return 0
+    server = Server(options)
+    try:
+        server.start()
+        if options.demo:
+            _print_demo(server, options)
+        _run_gateway(server.app(), options)
+    except ServeError as error:
+        print(f"meterwerk: {error}", file=sys.stderr)
+        return 2
+    finally:
+        server.stop()
+    return 0
+
+
+def _print_demo(server: Server, options: ServeOptions) -> None:
+    from meterwerk.demo import DEMO_TENANT, seed
+
+    key = seed(server.hosts, server.config.sql_url)
+    base = f"http://{options.bind}:{options.port}"
+    body = f'{{"id": "sms-1", "tenant": "{DEMO_TENANT}", "meter": "sms"}}'
+    auth = 'curl -s -H "Authorization: Bearer $KEY"'
+    print(
+        f"meterwerk: demo tenant {DEMO_TENANT!r} with 20.00 EUR of credit and 25 SMS recorded.\n"
+        f"  export KEY={key}\n"
+        f"  {auth} {base}/v1/tenants/{DEMO_TENANT}/balance\n"
+        f"  {auth} -d '{body}' {base}/v1/record\n",
+        file=sys.stderr,
+    )
+
+
+def _connect_ray(address: str | None) -> bool:
+    """Start a local Ray, or join the cluster at ``address``; True if this process started
+    it. A process that is already connected (a test) stays as it is."""
+    import ray
+
+    from actors.ray_host import NAMESPACE
+
+    if ray.is_initialized():
+        return False
+    ray.init(
+        address=address or "local",
+        include_dashboard=False,
+        namespace=NAMESPACE,
+        logging_level=logging.WARNING,
+        configure_logging=False,
+    )
+    return address is None
+
+
+def _disconnect_ray() -> None:
+    import ray
+
+    ray.shutdown()
+
+
+def _snapshot_within(hosts: Any, seconds: float) -> None:
+    """Ask every host for a snapshot, waiting at most ``seconds`` (a dead Ray never answers)."""
+    import threading
+
+    worker = threading.Thread(target=_snapshot_all, args=(hosts,), daemon=True)
+    worker.start()
+    worker.join(seconds)
+    if worker.is_alive():
+        log.warning("hosts did not snapshot in %.0f s; the journal will be replayed", seconds)
+
+
+def _snapshot_all(hosts: Any) -> None:
+    import ray
+
+    try:
+        ray.get([handle.snapshot.remote() for handle in hosts.handles.values()])
+    except Exception:  # the journal still has everything; the next start replays more
+        log.exception("snapshot before stopping failed; the journal will be replayed")
+
+
+def _stop_hosts(hosts: Any) -> None:
+    """Snapshot every host, so that the next start replays little, then stop them."""
+    import ray
+
+    refs = [handle.snapshot.remote() for handle in hosts.handles.values()]
+    try:
+        ray.get(refs, timeout=SNAPSHOT_TIMEOUT_SECONDS)
+    except Exception:  # the journal still has everything; the next start replays more
+        log.exception("snapshot before stopping failed; the journal will be replayed")
+    hosts.stop()
+
+
+def _run_gateway(app: Any, options: ServeOptions) -> None:
+    import uvicorn
+
+    print(
+        f"meterwerk: serving on http://{options.bind}:{options.port} "
+        f"(data in {Path(options.data_dir).resolve()})",
+        file=sys.stderr,
+    )
+    uvicorn.run(
+        app,
+        host=options.bind,
+        port=options.port,
+        loop="asyncio",  # Ray's ObjectRefs are awaited on asyncio
+        lifespan="on",
+        access_log=False,
+        limit_concurrency=CONNECTIONS_MAX,
+        timeout_graceful_shutdown=10,
+        log_level="info",
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    return serve(options_from(args))

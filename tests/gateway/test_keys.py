@@ -1,0 +1,41 @@
+"""Scopes as a table: which key may act for which tree on the hot path."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from gateway.keys import may_use
+from persistence.credentials import ApiKey
+
+
+def key(scopes: tuple[str, ...], tenant_root: str | None) -> ApiKey:
+    return ApiKey(
+        id="k",
+        prefix="mwk_00000000",
+        scopes=scopes,
+        tenant_root=tenant_root,
+        created_at=datetime(2024, 1, 1, tzinfo=UTC),
+    )
+
+
+@pytest.mark.parametrize(
+    ("scopes", "key_root", "tenant_root", "allowed"),
+    [
+        (("admin",), None, "acme", True),
+        (("admin",), None, None, True),  # an admin learns that a tenant is unknown (404)
+        (("usage",), "acme", "acme", True),
+        (("usage",), "acme", "bolt", False),
+        (("usage",), "acme", None, False),  # unknown looks like elsewhere (403)
+        (("usage",), None, "acme", False),  # an application key names its tree
+        (("admin",), "acme", "bolt", False),  # admin within a tree is not global admin
+        (("admin", "usage"), "acme", "acme", True),
+        ((), "acme", "acme", False),
+        (("reports",), None, "acme", False),
+    ],
+)
+def test_who_may_use_which_tree(
+    scopes: tuple[str, ...], key_root: str | None, tenant_root: str | None, allowed: bool
+) -> None:
+    assert may_use(key(scopes, key_root), tenant_root) is allowed
