@@ -613,7 +613,21 @@ class TenantTree:
             id=reference, meter=grant.meter, time=time, quantity=left, properties=grant.properties
         )
         plan = self._plan(node, rest, time, reserve=True)
-        grant.held = None if isinstance(plan, Outcome) else self._hold(plan)
+        if isinstance(plan, Outcome):
+            grant.held = None
+            return charged
+        # The rest was authorised with the slice: hold its price, but never more than what
+        # remained of the slice's hold (the guarantee covers the difference at its report).
+        remaining = {
+            h.tenant: h.amount for h in (guarantee.holds if guarantee else []) if not h.capped
+        }
+        for step in plan.steps:
+            if step.node.wallet is not None:
+                left_held = remaining.get(step.node.tenant, ZERO) - (
+                    charged if self.payer(node) is step.node else ZERO
+                )
+                step.cost = min(step.cost, max(ZERO, left_held))
+        grant.held = self._hold(plan)
         return charged
 
     # Sessions, to the second ----------------------------------------------------------------
@@ -1009,8 +1023,8 @@ class TenantTree:
             amounts[step.node.tenant] = amount
             if step.closed is not None:
                 late.add(step.node.tenant)
-            if guarantee is not None and step.closed is None:
-                amount -= self._honour_guarantee(step, amount, guarantee, time, reference)
+            if guarantee is not None:
+                amount -= self._honour_guarantee(plan, step, amount, guarantee, time, reference)
                 amounts[step.node.tenant] = amount
             if step.node.wallet is not None:
                 self._post(
@@ -1033,29 +1047,40 @@ class TenantTree:
         return next((amounts[s.node.tenant] for s in plan.steps if s.node.wallet is not None), ZERO)
 
     def _honour_guarantee(
-        self, step: Step, amount: Decimal, guarantee: Held, time: Instant, reference: str
+        self,
+        plan: Plan,
+        step: Step,
+        amount: Decimal,
+        guarantee: Held,
+        time: Instant,
+        reference: str,
     ) -> Decimal:
-        """Usage within a hold is charged at most what the payer can pay: tier prices move with
-        the order of usage (a hold released ahead of it, cheaper units taken by a record), so a
-        capture can be rated above its hold. What the payer's available credit cannot cover is
-        credited on the statement as a line of its own, so that the live balance and the
-        statement agree and a prepaid balance never goes below zero for a reserved use.
-        Returns the credit (0 when none is due)."""
-        held = sum(
-            (h.amount for h in guarantee.holds if h.tenant == step.node.tenant and not h.capped),
-            ZERO,
-        )
+        """Reserved usage is charged at most what the payer can pay once its hold is given
+        back: tier prices move with the order of usage (a hold released ahead of it, cheaper
+        units taken by a record) and the held money itself can be gone (spent by a record,
+        expired), so a capture can be rated above what is there. What the payer's available
+        credit (and a pooled sub-tenant's remaining cap) cannot cover is credited on a
+        statement as a line of its own, so that the live balance and the statements agree and
+        a reserved use never takes a balance past its limit. Returns the credit (0 if none)."""
         wallet = step.node.wallet
-        if wallet is None or amount <= held:
+        if wallet is None or amount <= 0:
             return ZERO
-        # What the payer can still pay (its own hold given back) is charged in full; only
-        # what lies beyond that is the guarantee's to carry.
-        payable = max(held, wallet.available_now())
+        # Credit spendable at this instant: a grant expiring now no longer counts, even
+        # before its expiry is posted.
+        payable = max(ZERO, wallet.available(time))
+        for pooled, payer in self._draws(plan):
+            if payer is step.node and pooled.settings.cap is not None:
+                room = pooled.settings.cap - pooled.drawn - pooled.drawn_held
+                payable = min(payable, max(ZERO, room))
         if amount <= payable:
             return ZERO
         excess = amount - payable
-        credit = step.rater.add_one_time(
-            step.state,
+        # A late capture's period is closed; the credit is a credit note in the current one.
+        state = step.state if step.closed is None else step.node.period
+        assert state is not None
+        rater = step.rater if step.closed is None else self._rater(step.node, state)
+        credit = rater.add_one_time(
+            state,
             f"guarantee:{reference}",
             "price held by the reservation",
             -excess,

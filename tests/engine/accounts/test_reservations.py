@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 
 from engine.accounts import (
-    AlertKind,
     Authorize,
     Capture,
     ConfigureTenant,
@@ -221,21 +220,21 @@ def test_an_expired_reservation_no_longer_raises_the_quote() -> None:
     assert account.reserve("r3", "tokens", 4, at=T + 60).amount == Decimal("4.00")
 
 
-def test_a_capture_within_its_quantity_costs_at_most_what_was_held() -> None:
+def test_a_capture_within_its_quantity_costs_at_most_what_is_left_to_pay() -> None:
     """8 tokens hold 8.00 of 14 EUR. 10 tokens recorded meanwhile (usage that happened, always
     charged) cost 10.00 and eat into the held money: 4.00 are left. They also push the
     reserved tokens into the second tier, where they would cost 16.00. A reservation is a
-    price guarantee: the capture costs the 8.00 held, the 8.00 above it is credited on the
-    statement as a line of its own, and the record's overdraft cuts the account off."""
+    price guarantee: its capture never takes the balance past the limit, so it costs the
+    4.00 left and the 12.00 above it are credited on the statement as a line of its own."""
     account = Account("14")
     account.reserve("r1", "tokens", 8)
     recorded = account(Record, T + 1, meter="tokens", quantity=Decimal(10))
     assert recorded.amount == Decimal(10)
     captured = account.capture("r1", at=T + 2)
-    assert captured.amount == Decimal("8.00")
-    assert [alert.kind for alert in captured.alerts] == [AlertKind.cut_off]
-    assert account.balance == Decimal(-4)
-    assert account.reserve("r2", "calls", 1, at=T + 3).reason is Reason.account_cut_off
+    assert captured.amount == Decimal("4.00")
+    assert captured.alerts == ()
+    assert account.balance == 0
+    assert account.reserve("r2", "calls", 1, at=T + 3).reason is Reason.insufficient_credit
 
 
 def test_reservations_of_time_are_quoted_behind_the_hours_already_held() -> None:

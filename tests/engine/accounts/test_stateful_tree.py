@@ -315,11 +315,22 @@ class Books:
         known = all((node, period) in self.tariffs for node in path(tenant))
         return known and time < period_end(period) + GRACE_SECONDS
 
-    def guaranteed(self, key: str, cost: Decimal, held: Decimal, available: Decimal) -> Decimal:
-        """Usage within a hold is charged at most what was held, or more while the payer can
-        pay it (``available`` before the hold is given back); the rest is credited on the
-        statement under ``key``. Returns what is charged."""
-        charged = min(cost, held + max(ZERO, available))
+    def guaranteed(
+        self,
+        key: str,
+        cost: Decimal,
+        held: Decimal,
+        available: Decimal,
+        room: Decimal | None = None,
+    ) -> Decimal:
+        """Reserved usage is charged at most what the payer can pay once its hold is given
+        back (``available`` is before that, so ``held + available``), and at most the room a
+        pooled child has left under its cap; the rest is credited under ``key``. Returns what
+        is charged."""
+        payable = max(ZERO, held + available)
+        if room is not None:
+            payable = min(payable, max(ZERO, room))
+        charged = min(cost, payable)
         if charged < cost:
             self.credits_due[key] = cost - charged
         return charged
@@ -412,6 +423,16 @@ def wallet_of(tree: TenantTree) -> Wallet:
     wallet = tree.state.nodes[ROOT].wallet
     assert wallet is not None
     return wallet
+
+
+def cap_room(tree: TenantTree, tenant: str, released: Decimal) -> Decimal | None:
+    """What a pooled child may still draw once the hold being settled is given back."""
+    if tenant != KID:
+        return None
+    node = tree.state.nodes[KID]
+    if node.settings.cap is None:
+        return None
+    return node.settings.cap - node.drawn - (node.drawn_held - released)
 
 
 def available_at(tree: TenantTree, time: Instant) -> Decimal:
@@ -920,15 +941,12 @@ class TreeMachine(RuleBasedStateMachine):
             charged = cost
             if used > held.quantity:
                 self.committed_within_means(settled)
-            elif held.period == period_start(time):
-                # Within its quantity a reservation is a price guarantee.
-                key = f"guarantee:{command.id}"
-                charged = books.guaranteed(key, cost, held.amount, available)
-                books.drawn_past_hold(tenant, charged - held.amount)
             else:
-                # A late capture (into a closed period) carries no guarantee.
-                books.overdrawn(cost - held.amount - max(ZERO, available))
-                books.drawn_past_hold(tenant, cost - held.amount)
+                # Within its quantity a reservation is a price guarantee (a late capture's
+                # credit lands in the current period).
+                key = f"guarantee:{command.id}"
+                room = cap_room(settled, tenant, held.amount)
+                charged = books.guaranteed(key, cost, held.amount, available, room)
             assert outcome.amount == charged
         self.finish()
 
@@ -1208,15 +1226,19 @@ class TreeMachine(RuleBasedStateMachine):
             if used:
                 cost = books.charge(tenant, period, used)
                 key = f"guarantee:{command.id}"
-                charged = books.guaranteed(key, cost, released, available)
+                room = cap_room(settled, tenant, released)
+                charged = books.guaranteed(key, cost, released, available, room)
             assert outcome.amount == charged
             piece.used += used
             rest = ZERO
             if final or piece.units <= 0:
                 del books.slices[grant]
             else:
-                # The rest is held again at today's prices, behind the other holds.
-                rest = books.quote(period, piece.units, skip=grant)
+                # The rest is held again at today's prices, behind the other holds, but never
+                # above what remained of the slice's hold.
+                rest = min(
+                    books.quote(period, piece.units, skip=grant), max(ZERO, released - charged)
+                )
                 piece.amount, piece.period = rest, period
             books.drawn_past_hold(tenant, charged + rest - released)
             books.overdrawn(charged + rest - released - max(ZERO, available))
