@@ -224,17 +224,11 @@ class TenantTree:
         if problem is not None:
             return denied(Reason.invalid_settings, problem[0], problem[1])
         self._gauge_tenants = None
+        rater = self._settings_rater(settings, time)
+        if isinstance(rater, Outcome):
+            return rater
         if node is not None:
-            return self._reconfigure(node, settings, time, alerts)
-        rater = None
-        if settings.tariff is not None:
-            rater = self.tariffs.rater(settings.tariff, time, settings.time_zone)
-            if rater is None:
-                return denied(
-                    Reason.no_tariff,
-                    "settings.tariff",
-                    f"no version of tariff {settings.tariff!r} is in effect",
-                )
+            return self._reconfigure(node, settings, rater, time, alerts)
         node = NodeState(tenant=command.tenant, settings=settings)
         if settings.funding is Funding.own:
             assert rater is not None, "a tenant with a balance has a tariff"
@@ -249,6 +243,21 @@ class TenantTree:
         if rater is not None:
             self._open_period(node, rater, rater.period_at(time), time, None, alerts)
         return self._accepted(node)
+
+    def _settings_rater(
+        self, settings: TenantSettings, time: Instant
+    ) -> PeriodRater | Outcome | None:
+        """The rater of the settings' tariff now (None without one), or why there is none."""
+        if settings.tariff is None:
+            return None
+        rater = self.tariffs.rater(settings.tariff, time, settings.time_zone)
+        if rater is None:
+            return denied(
+                Reason.no_tariff,
+                "settings.tariff",
+                f"no version of tariff {settings.tariff!r} is in effect",
+            )
+        return rater
 
     def _settings_problem(
         self, tenant: str, settings: TenantSettings, node: NodeState | None
@@ -272,19 +281,15 @@ class TenantTree:
         return None
 
     def _reconfigure(
-        self, node: NodeState, settings: TenantSettings, time: Instant, alerts: list[Alert]
+        self,
+        node: NodeState,
+        settings: TenantSettings,
+        rater: PeriodRater | None,
+        time: Instant,
+        alerts: list[Alert],
     ) -> Outcome:
         """New settings take effect now; a new tariff or time zone from the tenant's next
         period on; a first tariff at once."""
-        rater = None
-        if settings.tariff is not None:
-            rater = self.tariffs.rater(settings.tariff, time, settings.time_zone)
-            if rater is None:
-                return denied(
-                    Reason.no_tariff,
-                    "settings.tariff",
-                    f"no version of tariff {settings.tariff!r} is in effect",
-                )
         node.settings = settings
         if node.wallet is not None and node.period is not None:
             node.wallet.credit_limit = _credit_limit(settings, self._rater(node, node.period))
