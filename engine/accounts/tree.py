@@ -362,25 +362,32 @@ class TenantTree:
     def _record(
         self, command: c.Record, node: NodeState, time: Instant, alerts: list[Alert]
     ) -> Outcome:
-        if self._standalone(node, command):
-            return self._one_step(command, node, time, alerts, authorize=False)
-        plan = self._plan(node, _event(command), time)
-        if isinstance(plan, Outcome):
-            return plan
-        charged = self._apply(plan, time, command.id, alerts)
-        return self._accepted(node, amount=charged)
+        return self._usage(command, node, time, alerts, authorize=False)
 
     def _authorize_and_record(
         self, command: c.AuthorizeAndRecord, node: NodeState, time: Instant, alerts: list[Alert]
     ) -> Outcome:
+        return self._usage(command, node, time, alerts, authorize=True)
+
+    def _usage(
+        self,
+        command: c.Record | c.AuthorizeAndRecord,
+        node: NodeState,
+        time: Instant,
+        alerts: list[Alert],
+        *,
+        authorize: bool,
+    ) -> Outcome:
+        """Charge usage; with ``authorize``, only if every tenant on its path allows it."""
         if self._standalone(node, command):
-            return self._one_step(command, node, time, alerts, authorize=True)
+            return self._one_step(command, node, time, alerts, authorize=authorize)
         plan = self._plan(node, _event(command), time)
         if isinstance(plan, Outcome):
             return plan
-        refusal = self._check(plan, time)
-        if refusal is not None:
-            return refusal
+        if authorize:
+            refusal = self._check(plan, time)
+            if refusal is not None:
+                return refusal
         charged = self._apply(plan, time, command.id, alerts)
         return self._accepted(node, amount=charged)
 
