@@ -232,17 +232,23 @@ def serve(options: ServeOptions) -> int:
 
 
 def _print_demo(server: Server, options: ServeOptions) -> None:
-    from meterwerk.demo import DEMO_TENANT, seed
+    from meterwerk.demo import DEMO_TENANT, SHOP_A, SHOP_B, seed
 
     key = seed(server.hosts, server.config.sql_url)
+    admin_key = create_admin_key(server.config.sql_url)
     base = f"http://{options.bind}:{options.port}"
-    body = f'{{"id": "sms-1", "tenant": "{DEMO_TENANT}", "meter": "sms"}}'
+    body = f'{{"id": "sms-1", "tenant": "{SHOP_A}", "meter": "sms"}}'
     auth = 'curl -s -H "Authorization: Bearer $KEY"'
     print(
-        f"meterwerk: demo tenant {DEMO_TENANT!r} with 20.00 EUR of credit and 25 SMS recorded.\n"
-        f"  export KEY={key}\n"
+        f"meterwerk: demo tree {DEMO_TENANT!r} (20.00 EUR prepaid) with customers {SHOP_A!r} "
+        f"(draws from its pool, capped at 5.00 EUR) and {SHOP_B!r} (3.00 EUR of its own); "
+        "some SMS recorded on each.\n"
+        f"  export KEY={key}          # usage key for the demo tree\n"
+        f"  export ADMIN_KEY={admin_key}   # admin key\n"
         f"  {auth} {base}/v1/tenants/{DEMO_TENANT}/balance\n"
-        f"  {auth} -d '{body}' {base}/v1/record\n",
+        f"  {auth} -d '{body}' {base}/v1/record\n"
+        f"  {auth} {base}/v1/tenants/{SHOP_B}/balance\n"
+        f"  The API: {base}/openapi.json, docs/api.md\n",
         file=sys.stderr,
     )
 
