@@ -156,12 +156,13 @@ class Server:
         self._owns_ray = False
 
     def start(self) -> None:
+        from actors import cluster
         from actors.ray_host import Hosts
         from persistence.migrate import migrate
 
         migrate(self.config.sql_url)
         count = host_count(self.config.data_dir, self.options.hosts)
-        self._owns_ray = _connect_ray(self.options.ray_address)
+        self._owns_ray = cluster.connect(self.options.ray_address)
         if self.keep_hosts is None:
             self.keep_hosts = not self._owns_ray
         self.hosts = Hosts(count, self.config, prefix=self.prefix)
@@ -174,18 +175,20 @@ class Server:
         return create_app(self.hosts, self.config.sql_url)
 
     def stop(self) -> None:
+        from actors import cluster
+
         try:
             if self.hosts is not None and not self.keep_hosts:
                 if self._owns_ray:
                     # Ctrl+C reaches Ray's own processes too; the snapshot is a courtesy with
                     # a deadline (the journal has everything), and shutting Ray down ends the
                     # hosts.
-                    _snapshot_within(self.hosts, SNAPSHOT_TIMEOUT_SECONDS)
+                    cluster.snapshot_within(self.hosts, SNAPSHOT_TIMEOUT_SECONDS)
                 else:
-                    _stop_hosts(self.hosts)
+                    cluster.stop_hosts(self.hosts, SNAPSHOT_TIMEOUT_SECONDS)
         finally:
             if self._owns_ray:
-                _disconnect_ray()
+                cluster.disconnect()
 
 
 class Layout(msgspec.Struct, frozen=True, kw_only=True):
@@ -251,63 +254,6 @@ def _print_demo(server: Server, options: ServeOptions) -> None:
         f"  The API: {base}/openapi.json, docs/api.md\n",
         file=sys.stderr,
     )
-
-
-def _connect_ray(address: str | None) -> bool:
-    """Start a local Ray, or join the cluster at ``address``; True if this process started
-    it. A process that is already connected (a test) stays as it is."""
-    import ray
-
-    from actors.ray_host import NAMESPACE
-
-    if ray.is_initialized():
-        return False
-    ray.init(
-        address=address or "local",
-        include_dashboard=False,
-        namespace=NAMESPACE,
-        logging_level=logging.WARNING,
-        configure_logging=False,
-    )
-    return address is None
-
-
-def _disconnect_ray() -> None:
-    import ray
-
-    ray.shutdown()
-
-
-def _snapshot_within(hosts: Any, seconds: float) -> None:
-    """Ask every host for a snapshot, waiting at most ``seconds`` (a dead Ray never answers)."""
-    import threading
-
-    worker = threading.Thread(target=_snapshot_all, args=(hosts,), daemon=True)
-    worker.start()
-    worker.join(seconds)
-    if worker.is_alive():
-        log.warning("hosts did not snapshot in %.0f s; the journal will be replayed", seconds)
-
-
-def _snapshot_all(hosts: Any) -> None:
-    import ray
-
-    try:
-        ray.get([handle.snapshot.remote() for handle in hosts.handles.values()])
-    except Exception:  # the journal still has everything; the next start replays more
-        log.exception("snapshot before stopping failed; the journal will be replayed")
-
-
-def _stop_hosts(hosts: Any) -> None:
-    """Snapshot every host, so that the next start replays little, then stop them."""
-    import ray
-
-    refs = [handle.snapshot.remote() for handle in hosts.handles.values()]
-    try:
-        ray.get(refs, timeout=SNAPSHOT_TIMEOUT_SECONDS)
-    except Exception:  # the journal still has everything; the next start replays more
-        log.exception("snapshot before stopping failed; the journal will be replayed")
-    hosts.stop()
 
 
 def _run_gateway(app: Any, options: ServeOptions) -> None:
