@@ -17,7 +17,6 @@ read their tariffs from it when they start.
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 from pathlib import Path
@@ -25,7 +24,6 @@ from typing import Annotated, Any, Final
 
 import msgspec
 
-log = logging.getLogger("meterwerk.serve")
 
 HOST_PREFIX: Final = "meterwerk-host"
 LAYOUT_FILE: Final = "layout.json"
