@@ -24,7 +24,6 @@ from typing import Annotated, Any, Final
 
 import msgspec
 
-
 HOST_PREFIX: Final = "meterwerk-host"
 LAYOUT_FILE: Final = "layout.json"
 SNAPSHOT_TIMEOUT_SECONDS: Final = 60.0
