@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import heapq
 import logging
+import os
 import time
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Sequence
 from decimal import Decimal
@@ -20,9 +22,18 @@ from typing import Final
 
 import msgspec
 
-from engine.accounts import Advance, Alert, Command, ConfigureTenant, Outcome, TenantTree
+from engine.accounts import (
+    Advance,
+    Alert,
+    Command,
+    ConfigureTenant,
+    Outcome,
+    TenantTree,
+    queries,
+)
 from engine.accounts import Reason as AccountReason
 from engine.accounts.commands import denied
+from engine.accounts.queries import PeriodUsage, Quote, QuoteQuery
 from engine.accounts.state import TreeState
 from engine.accounts.tariffs import TariffSource
 from engine.numbers import engine_context_installed, use_engine_context
@@ -32,6 +43,12 @@ from engine.statements import Statement
 log = logging.getLogger(__name__)
 
 BATCH_MAX: Final = 10_000
+JOURNAL_FLUSH_BUCKETS_SECONDS: Final = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0
+)  # fmt: skip
+"""Upper bounds of the journal flush histogram a host keeps (one more bucket: above them)."""
+JOURNAL_FREE_BYTES_MIN: Final = 64 * 1024 * 1024
+"""A file journal with less free disk than one segment is reported as not writable."""
 ALERTS_KEPT: Final = 10_000
 SNAPSHOT_SCHEMA: Final = 1
 _SEPARATOR: Final = b"\x00"  # tenant ids never contain NUL
@@ -62,6 +79,22 @@ class HostStats(msgspec.Struct, kw_only=True):
     recoveries_total: int
     replayed_commands_total: int
     timers_fired_total: int
+    # Added for /metrics; defaults keep older encodings decodable.
+    accounts: int = 0
+    timers_pending: int = 0
+    statements_queued_total: int = 0
+    journal_flush_buckets_seconds: tuple[float, ...] = ()
+    journal_flush_counts: tuple[int, ...] = ()
+    """Flushes per bucket of ``journal_flush_buckets_seconds``, not cumulative; the last
+    counts the flushes above the highest bound."""
+    journal_writable: bool = True
+
+
+class JournalHealth(msgspec.Struct, frozen=True, kw_only=True):
+    """Whether the host can append to its journal now, and if not, why."""
+
+    writable: bool
+    reason: str | None = None
 
 
 def journal_record(root: str, command: Command) -> bytes:
@@ -116,7 +149,11 @@ class HostCore:
             "recoveries_total": 0,
             "replayed_commands_total": 0,
             "timers_fired_total": 0,
+            "statements_queued_total": 0,
         }
+        self._flush_counts = [0] * (len(JOURNAL_FLUSH_BUCKETS_SECONDS) + 1)
+        self._journal_error: str | None = None
+        """Why the last append failed; None once an append succeeds."""
 
     # Recovery -------------------------------------------------------------------------------
 
@@ -218,9 +255,17 @@ class HostCore:
 
     def _append(self, records: list[bytes]) -> None:
         began = time.perf_counter()
-        self._sequence = self.journal.append(records)
+        try:
+            self._sequence = self.journal.append(records)
+        except Exception as error:
+            # Kept for /readyz: a failed journal refuses appends until the host recovers.
+            self._journal_error = f"{type(error).__name__}: {error}"
+            raise
+        seconds = time.perf_counter() - began
+        self._journal_error = None
         self.stats_counters["journal_flushes_total"] += 1
-        self.stats_counters["journal_flush_seconds_total"] += time.perf_counter() - began
+        self.stats_counters["journal_flush_seconds_total"] += seconds
+        self._flush_counts[bisect_left(JOURNAL_FLUSH_BUCKETS_SECONDS, seconds)] += 1
         self._commands_since_snapshot += len(records)
 
     def _drain(self, root: str) -> None:
@@ -229,7 +274,9 @@ class HostCore:
         if tree is None:
             return
         if tree.state.statements:
-            self.statements.put([_queue_item(t, s) for t, s in tree.take_statements()])
+            items = [_queue_item(t, s) for t, s in tree.take_statements()]
+            self.statements.put(items)
+            self.stats_counters["statements_queued_total"] += len(items)
         if tree.state.alerts:
             self.alerts.extend(tree.take_alerts())
 
@@ -310,13 +357,72 @@ class HostCore:
             recoveries_total=int(counters["recoveries_total"]),
             replayed_commands_total=int(counters["replayed_commands_total"]),
             timers_fired_total=int(counters["timers_fired_total"]),
+            # Counting sub-tenants walks every tree: cheap at scrape time, not per command.
+            accounts=sum(len(tree.state.nodes) for tree in self.trees.values()),
+            timers_pending=len(self._scheduled),
+            statements_queued_total=int(counters["statements_queued_total"]),
+            journal_flush_buckets_seconds=JOURNAL_FLUSH_BUCKETS_SECONDS,
+            journal_flush_counts=tuple(self._flush_counts),
+            journal_writable=self.journal_health().writable,
         )
+
+    def journal_health(self) -> JournalHealth:
+        """Whether the next append can succeed, as far as a cheap check can tell: the last
+        append did not fail, the journal is open and usable, and a file journal's directory
+        is writable with room for a segment."""
+        if self._journal_error is not None:
+            return JournalHealth(
+                writable=False, reason=f"the last append failed: {self._journal_error}"
+            )
+        try:
+            # Every backend checks that it is open and has not failed before it looks at the
+            # records, and an empty append writes nothing: the port's own usability check.
+            self.journal.append([])
+        except Exception as error:
+            return JournalHealth(writable=False, reason=f"{type(error).__name__}: {error}")
+        problem = _directory_problem(getattr(self.journal, "path", None))
+        return JournalHealth(writable=problem is None, reason=problem)
 
     def balance(self, root: str, tenant: str) -> tuple[Decimal, Decimal | None] | None:
         tree = self._activate(root)
         if tree is None or tenant not in tree.state.nodes:
             return None
         return tree.balance(tenant), tree.available(tenant)
+
+    def usage(self, root: str, tenant: str, now: int) -> PeriodUsage | Outcome | None:
+        """The tenant's open period so far; None if its tree is not on this host. Read-only:
+        a timer due by ``now`` is let pass on a copy (see ``engine.accounts.queries``)."""
+        tree = self._activate(root)
+        if tree is None:
+            return None
+        if not engine_context_installed():
+            use_engine_context()
+        return queries.period_usage(tree, tenant, now)
+
+    def quote(self, root: str, query: QuoteQuery, now: int) -> Quote | Outcome | None:
+        """The price of ``query`` now, changing nothing; None if its tree is not here."""
+        tree = self._activate(root)
+        if tree is None:
+            return None
+        if not engine_context_installed():
+            use_engine_context()
+        return queries.quote(tree, query, now)
+
+
+def _directory_problem(path: object) -> str | None:
+    """Why a file journal's directory cannot take the next segment, or None. A filesystem
+    remounted read-only and a full disk are how a file journal usually stops being writable,
+    and both show here before the next append fails. Other backends have no ``path``."""
+    if not isinstance(path, str | os.PathLike):
+        return None
+    if not os.access(path, os.W_OK):
+        return f"the journal directory {os.fspath(path)} is not writable"
+    if hasattr(os, "statvfs"):
+        disk = os.statvfs(path)
+        free_bytes = disk.f_bavail * disk.f_frsize
+        if free_bytes < JOURNAL_FREE_BYTES_MIN:
+            return f"the journal's disk has {free_bytes} bytes free"
+    return None
 
 
 def _queue_item(tenant: str, statement: Statement) -> tuple[str, int, int, bytes]:

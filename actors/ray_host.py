@@ -21,10 +21,10 @@ from typing import Any, Final
 import msgspec
 import ray
 
-from actors.host import HostCore, HostStats
+from actors.host import HostCore, HostStats, JournalHealth
 from actors.placement import Placement, host_names
 from actors.storage import StorageConfig, open_storage
-from engine.accounts import Command, Outcome
+from engine.accounts import Command, Outcome, PeriodUsage, Quote, QuoteQuery
 from engine.numbers import use_engine_context
 
 log = logging.getLogger(__name__)
@@ -95,6 +95,14 @@ class AccountHostActor:
             available
         )
 
+    def usage(self, root: str, tenant: str, now: int) -> PeriodUsage | Outcome | None:
+        with self.lock:
+            return self.core.usage(root, tenant, now)
+
+    def quote(self, root: str, query: QuoteQuery, now: int) -> Quote | Outcome | None:
+        with self.lock:
+            return self.core.quote(root, query, now)
+
     def reload_tariffs(self) -> None:
         with self.lock:
             self.core.tariffs = open_storage(self.config, self.name, tariffs_only=True)[3]
@@ -104,6 +112,11 @@ class AccountHostActor:
 
     def ping(self) -> str:
         return self.name
+
+    def health(self) -> JournalHealth:
+        """What ``/readyz`` asks: whether the journal can take the next batch."""
+        with self.lock:
+            return self.core.journal_health()
 
     def audit(self) -> dict[str, int]:
         """Replay everything, then assert every ledger balances; what the host holds."""

@@ -461,6 +461,38 @@ class PeriodRater:
     def next_period(self, period: Period) -> Period:
         return next_period(self.version.period, self.time_zone, period)
 
+    def unit_price(self, meter: str) -> Decimal | None:
+        """The flat price of one unit of ``meter``'s quantity when every charge on it is
+        linear in the events' quantities, whatever came before and whatever they carry: a
+        plain count or sum read from the quantity, priced per unit with no free units, no
+        minimum or maximum, no time basis, no routing and no grouping. None otherwise (also
+        for a meter this version does not know); zero for a known meter it does not price.
+
+        A caller may then price ``q`` units as ``q * unit_price`` without the period state,
+        and the tree charges exactly that when the units are rated."""
+        definition = self.meters.get(meter)
+        if (
+            definition is None
+            or definition.aggregation not in _BUDGETED
+            or definition.value_property is not None
+            or definition.filters
+            or definition.group_by
+        ):
+            return None
+        total = ZERO
+        for compiled in self.by_meter.get(meter, ()):
+            charge = compiled.charge
+            if (
+                not isinstance(charge.price, PerUnit)
+                or charge.free_units
+                or charge.minimum_amount is not None
+                or charge.maximum_amount is not None
+                or charge.time_basis is not None
+            ):
+                return None
+            total += charge.price.unit_price
+        return total
+
     # Opening -------------------------------------------------------------------------------
 
     def open(

@@ -30,7 +30,14 @@ from gateway import errors
 from gateway.coalescer import Coalescer
 from gateway.config import GatewayConfig
 from gateway.errors import ApiError
-from gateway.hosts import HostBusy, HostFailed, HostTransport, HostUnavailable, RayHosts
+from gateway.hosts import (
+    HostBusy,
+    HostFailed,
+    HostTransport,
+    HostUnavailable,
+    RayHosts,
+    readiness,
+)
 from gateway.keys import KeyVerifier, may_use
 from gateway.messages import (
     AuthorizeRequest,
@@ -40,12 +47,18 @@ from gateway.messages import (
     Decision,
     EventsRequest,
     EventsResponse,
+    QuoteRequest,
+    QuoteResponse,
     RecordRequest,
     ReleaseRequest,
     SessionHeartbeatRequest,
     SessionStartRequest,
     SessionStopRequest,
+    UsageResponse,
 )
+from gateway.metrics import Metrics, RequestMetrics, metrics_endpoint
+from gateway.overdraft import Overdrafts
+from gateway.policy import TenantPolicies
 from gateway.tenants import TenantRoots
 from persistence.catalogue import TENANT_ID_PATTERN, Catalogue
 from persistence.credentials import ApiKey, ApiKeys
@@ -81,23 +94,31 @@ class Gateway:
             queued_max=config.queued_max,
             linger_seconds=config.linger_seconds,
         )
+        self.metrics = Metrics(transport)
+        self.metrics.follow(self.coalescer)
         self.verifier = KeyVerifier(api_keys, cache_seconds=config.key_cache_seconds)
         self.roots = TenantRoots(catalogue)
+        self.policies = TenantPolicies(catalogue, clock=clock)
+        self.overdrafts = Overdrafts(
+            self.policies, transport, self.coalescer, self.now, self.metrics.count_failure_policy
+        )
 
     def now(self) -> Instant:
         return int(self.clock())
 
     async def root_in_scope(self, key: ApiKey, tenant: str, field: str = "tenant") -> str:
         """The root of ``tenant``'s tree if ``key`` may act for it; 403 or 404 if not."""
-        root = await self.roots.root_of(tenant)
-        if not may_use(key, root):
+        lineage = await self.roots.lineage_of(tenant)
+        if not may_use(key, lineage):
             raise errors.out_of_scope(field)
-        if root is None:
+        if lineage is None:
             raise errors.unknown_tenant(field)
-        return root
+        return lineage[0]
 
     async def aclose(self) -> None:
+        await self.overdrafts.aclose()
         await self.coalescer.aclose()
+        self.policies.close()
         self.verifier.close()
         self.roots.close()
         self.catalogue.close()
@@ -131,15 +152,20 @@ def create_app(
             database.dispose()
 
     app = Starlette(routes=_routes(), exception_handlers=_HANDLERS, lifespan=lifespan)
+    app.add_middleware(RequestMetrics, metrics=gateway.metrics)
     app.state.gateway = gateway
     app.state.database = database
     return app
 
 
 def _routes() -> list[Route]:
+    from gateway.admin import admin_routes  # admin.py builds on this module's helpers
+
     return [
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+        Route("/openapi.json", openapi_json, methods=["GET"]),
         Route("/v1/authorize", _command_endpoint(AuthorizeRequest), methods=["POST"]),
         Route("/v1/capture", _command_endpoint(CaptureRequest), methods=["POST"]),
         Route("/v1/release", _command_endpoint(ReleaseRequest), methods=["POST"]),
@@ -151,6 +177,9 @@ def _routes() -> list[Route]:
         ),
         Route("/v1/sessions/stop", _command_endpoint(SessionStopRequest), methods=["POST"]),
         Route("/v1/tenants/{tenant}/balance", balance, methods=["GET"]),
+        Route("/v1/tenants/{tenant}/usage", usage, methods=["GET"]),
+        Route("/v1/quote", quote, methods=["POST"]),
+        *admin_routes(),
     ]
 
 
@@ -158,6 +187,8 @@ def _routes() -> list[Route]:
 
 
 def _command_endpoint(kind: type[CommandRequest]) -> Endpoint:
+    name = kind.__name__.removesuffix("Request").lower()
+
     async def endpoint(request: Request) -> Response:
         gateway = _gateway(request)
         key = await gateway.verifier.authenticate(request.headers.get("authorization"))
@@ -165,10 +196,17 @@ def _command_endpoint(kind: type[CommandRequest]) -> Endpoint:
         root = await gateway.root_in_scope(key, message.tenant)
         host = gateway.transport.host_of(root)
         command = message.command(gateway.now())
-        [outcome] = await gateway.coalescer.submit(host, [(root, command)])
+        local = gateway.overdrafts.answer_locally(root, command)
+        if local is not None:
+            return _json(local)  # a reservation or session allowed while its host was away
+        try:
+            [outcome] = await gateway.coalescer.submit(host, [(root, command)])
+        except HostUnavailable:
+            return _json(await gateway.overdrafts.degrade(root, command))
+        gateway.metrics.decided(name, outcome)
         return _json(_decision(message.id, outcome))
 
-    endpoint.__name__ = kind.__name__.removesuffix("Request").lower()
+    endpoint.__name__ = name
     return endpoint
 
 
@@ -199,6 +237,7 @@ async def events(request: Request) -> Response:
     for (_host, part), answer in zip(sends, answers, strict=True):
         for (position, _item), outcome in zip(part, answer, strict=True):
             outcomes[position] = outcome
+    gateway.metrics.ingested(outcomes)
     results = [
         Decision.of(event.id, outcome)
         for event, outcome in zip(message.events, outcomes, strict=True)
@@ -217,12 +256,12 @@ async def _event_roots(gateway: Gateway, key: ApiKey, tenants: list[str]) -> dic
     """Each tenant's root. A tenant the key may not act for refuses the whole request (403);
     for an admin key, an unknown tenant is refused in its events' results only."""
     distinct = list(dict.fromkeys(tenants))
-    found = await asyncio.gather(*(gateway.roots.root_of(tenant) for tenant in distinct))
-    roots = dict(zip(distinct, found, strict=True))
+    found = await asyncio.gather(*(gateway.roots.lineage_of(tenant) for tenant in distinct))
+    lineages = dict(zip(distinct, found, strict=True))
     for position, tenant in enumerate(tenants):
-        if not may_use(key, roots[tenant]):
+        if not may_use(key, lineages[tenant]):
             raise errors.out_of_scope(f"events[{position}].tenant")
-    return roots
+    return {tenant: lineage[0] if lineage else None for tenant, lineage in lineages.items()}
 
 
 async def balance(request: Request) -> Response:
@@ -239,7 +278,53 @@ async def balance(request: Request) -> Response:
     return _json(BalanceResponse(tenant=tenant, balance=amount, available=available))
 
 
+async def usage(request: Request) -> Response:
+    """The tenant's open period so far: quantities, the statement's lines as they stand."""
+    gateway = _gateway(request)
+    key = await gateway.verifier.authenticate(request.headers.get("authorization"))
+    tenant = request.path_params["tenant"]
+    if not TENANT_ID_PATTERN.fullmatch(tenant):
+        raise errors.invalid("tenant: must be 1-64 letters, digits or '_.:-'", "tenant")
+    root = await gateway.root_in_scope(key, tenant)
+    host = gateway.transport.host_of(root)
+    found = _answered(await gateway.transport.usage(host, root, tenant, gateway.now()))
+    return _json(UsageResponse.of(found))
+
+
+async def quote(request: Request) -> Response:
+    """The price of some more usage now, changing nothing (so no id and no idempotency)."""
+    gateway = _gateway(request)
+    key = await gateway.verifier.authenticate(request.headers.get("authorization"))
+    message = _decode(await _read_body(request, gateway.config.body_bytes_max), QuoteRequest)
+    root = await gateway.root_in_scope(key, message.tenant)
+    host = gateway.transport.host_of(root)
+    found = await gateway.transport.quote(host, root, message.query(), gateway.now())
+    return _json(QuoteResponse.of(message, _answered(found)))
+
+
+def _answered(found: T | Outcome | None) -> T:
+    """A query's answer, or the error its refusal stands for (a tree the host does not
+    know is an unknown tenant: the catalogue has it, the host not yet)."""
+    if found is None:
+        raise errors.unknown_tenant()
+    if isinstance(found, Outcome):
+        assert found.reason is not None and found.reason not in errors.DECISIONS, found
+        raise errors.refused(found.reason, found.message, found.field)
+    return found
+
+
 # Health -------------------------------------------------------------------------------------
+
+
+async def openapi_json(request: Request) -> Response:
+    """The OpenAPI 3.1 document, generated once per app from the Structs."""
+    cached: bytes | None = getattr(request.app.state, "openapi", None)
+    if cached is None:
+        from gateway.openapi import document
+
+        cached = _encode(document())
+        request.app.state.openapi = cached
+    return Response(cached, media_type=JSON)
 
 
 async def healthz(_request: Request) -> Response:
@@ -247,17 +332,15 @@ async def healthz(_request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    """Ready when every host answers a ping within the deadline."""
+    """Ready when every host answers a ping within the deadline and its journal is
+    writable."""
     gateway = _gateway(request)
     timeout = gateway.config.ready_timeout_seconds
     names = list(gateway.transport.names)
     answers = await asyncio.gather(
         *(gateway.transport.ping(name, timeout) for name in names), return_exceptions=True
     )
-    hosts = {
-        name: "ok" if not isinstance(answer, BaseException) else "unreachable"
-        for name, answer in zip(names, answers, strict=True)
-    }
+    hosts = {name: readiness(answer) for name, answer in zip(names, answers, strict=True)}
     ready = all(state == "ok" for state in hosts.values())
     return _json({"ready": ready, "hosts": hosts}, status=200 if ready else 503)
 

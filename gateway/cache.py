@@ -59,6 +59,12 @@ class LookupCache(Generic[K, V]):
     def forget(self, key: K) -> None:
         self._entries.pop(key, None)
 
+    def forget_values(self, matches: Callable[[V], bool]) -> None:
+        """Drop every entry whose value ``matches``: O(entries), for rare events such as a
+        revoked key."""
+        for key in [k for k, (_, v) in self._entries.items() if v is not None and matches(v)]:
+            del self._entries[key]
+
     def close(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 

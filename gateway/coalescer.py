@@ -18,8 +18,9 @@ the next call.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Final, Protocol
 
 from engine.accounts import Command, Outcome
@@ -31,6 +32,8 @@ QUEUED_MAX: Final = 10_000
 LINGER_SECONDS: Final = 0.001
 
 Item = tuple[str, Command]
+CallObserver = Callable[[str, int, float, bool], None]
+"""Told of every call when it ends: host, commands, seconds, whether it failed."""
 
 
 class Sender(Protocol):
@@ -91,6 +94,7 @@ class Coalescer:
         self._tasks: set[asyncio.Task[None]] = set()
         self.calls_total = 0
         self.commands_total = 0
+        self.on_call: CallObserver | None = None
 
     async def submit(self, host: str, items: Sequence[Item]) -> list[Outcome]:
         """The outcomes of ``items`` (at most ``batch_max``), applied in order in one call."""
@@ -112,6 +116,10 @@ class Coalescer:
     def queued(self, host: str) -> int:
         lane = self._lanes.get(host)
         return 0 if lane is None else lane.queued
+
+    def lanes(self) -> list[tuple[str, int, int]]:
+        """``(host, commands waiting, calls in flight)`` of every host called so far."""
+        return [(lane.host, lane.queued, lane.in_flight) for lane in self._lanes.values()]
 
     async def aclose(self, timeout_seconds: float = 10.0) -> None:
         """Wait for the calls in flight to be answered."""
@@ -145,8 +153,11 @@ class Coalescer:
         items = [item for unit in units for item in unit.items]
         self.calls_total += 1
         self.commands_total += len(items)
+        began = time.perf_counter()
+        failed = True
         try:
             outcomes = await self.transport.apply(lane.host, items)
+            failed = False
         except BaseException as error:
             # A cancelled call (the gateway shutting down) leaves its requests unanswered.
             failure = error if isinstance(error, Exception) else HostUnavailable("cancelled")
@@ -165,3 +176,5 @@ class Coalescer:
         finally:
             lane.in_flight -= 1
             lane.slots.release()
+            if self.on_call is not None:
+                self.on_call(lane.host, len(items), time.perf_counter() - began, failed)

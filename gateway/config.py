@@ -22,6 +22,8 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     call_timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=300)] = 5.0
     """A host that has not answered by then is unavailable: 503, the request is denied."""
     ready_timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=60)] = 2.0
+    metrics_enabled: bool = True
+    """Serve ``GET /metrics`` (without a key); off, it answers 404."""
     key_cache_seconds: Annotated[float, msgspec.Meta(ge=0, le=3_600)] = keys.CACHE_SECONDS
     """How long a verified API key is trusted without checking it again (and so how long a
     revoked key may keep working on this gateway)."""

@@ -72,6 +72,7 @@ REASON_STATUS: Final[dict[Reason, int]] = {
     Reason.no_tariff: 422,
     Reason.rating_rejected: 422,
     Reason.invalid_settings: 422,
+    Reason.grant_not_linear: 422,
 }
 """Refusals that say the request was wrong, and their status."""
 

@@ -15,8 +15,9 @@ from typing import Any, Protocol
 
 import ray.exceptions
 
+from actors.host import HostStats, JournalHealth
 from actors.ray_host import Hosts, decode_outcomes
-from engine.accounts import Command, Outcome
+from engine.accounts import Command, Outcome, PeriodUsage, Quote, QuoteQuery
 
 
 class HostBusy(Exception):
@@ -43,7 +44,29 @@ class HostTransport(Protocol):
         self, host: str, root: str, tenant: str
     ) -> tuple[Decimal, Decimal | None] | None: ...
 
-    async def ping(self, host: str, timeout_seconds: float) -> None: ...
+    async def usage(
+        self, host: str, root: str, tenant: str, now: int
+    ) -> PeriodUsage | Outcome | None:
+        """The tenant's open period so far (None: no such tree on the host)."""
+        ...
+
+    async def quote(
+        self, host: str, root: str, query: QuoteQuery, now: int
+    ) -> Quote | Outcome | None:
+        """The price of ``query`` now, changing nothing (None: no such tree on the host)."""
+        ...
+
+    async def ping(self, host: str, timeout_seconds: float) -> JournalHealth | None:
+        """Raises if the host does not answer in time; else its journal's health (None: not
+        known, taken as writable)."""
+        ...
+
+    async def stats(self, host: str, timeout_seconds: float) -> HostStats: ...
+
+    async def reload_tariffs(self) -> None:
+        """Have every host read the catalogue's meters and tariffs again (after the admin API
+        changed them); raises if a host does not answer in time."""
+        ...
 
 
 class RayHosts:
@@ -76,9 +99,42 @@ class RayHosts:
         balance, available = found
         return Decimal(balance), None if available is None else Decimal(available)
 
-    async def ping(self, host: str, timeout_seconds: float) -> None:
+    async def usage(
+        self, host: str, root: str, tenant: str, now: int
+    ) -> PeriodUsage | Outcome | None:
         handle = self.hosts.handles[host]
-        await self._call(lambda: handle.ping.remote(), timeout_seconds)
+        found: PeriodUsage | Outcome | None = await self._call(
+            lambda: handle.usage.remote(root, tenant, now), self.timeout_seconds
+        )
+        return found
+
+    async def quote(
+        self, host: str, root: str, query: QuoteQuery, now: int
+    ) -> Quote | Outcome | None:
+        handle = self.hosts.handles[host]
+        found: Quote | Outcome | None = await self._call(
+            lambda: handle.quote.remote(root, query, now), self.timeout_seconds
+        )
+        return found
+
+    async def ping(self, host: str, timeout_seconds: float) -> JournalHealth | None:
+        handle = self.hosts.handles[host]
+        health: JournalHealth = await self._call(lambda: handle.health.remote(), timeout_seconds)
+        return health
+
+    async def stats(self, host: str, timeout_seconds: float) -> HostStats:
+        handle = self.hosts.handles[host]
+        stats: HostStats = await self._call(lambda: handle.stats.remote(), timeout_seconds)
+        return stats
+
+    async def reload_tariffs(self) -> None:
+        handles = list(self.hosts.handles.values())
+        await asyncio.gather(
+            *(
+                self._call(lambda h=handle: h.reload_tariffs.remote(), self.timeout_seconds)
+                for handle in handles
+            )
+        )
 
     async def _call(self, submit: Any, timeout_seconds: float) -> Any:
         try:
@@ -97,3 +153,13 @@ class RayHosts:
 
 async def _resolved(ref: Any) -> Any:
     return await ref
+
+
+def readiness(answer: JournalHealth | BaseException | None) -> str:
+    """A host's state for ``/readyz`` from its ping: ``ok``, ``unreachable`` or
+    ``journal_not_writable``."""
+    if isinstance(answer, BaseException):
+        return "unreachable"
+    if answer is not None and not answer.writable:
+        return "journal_not_writable"
+    return "ok"

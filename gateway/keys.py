@@ -7,9 +7,11 @@ scrypt hashes (:class:`persistence.ApiKeys`), and a verified key is remembered f
 Scopes (what a scope allows is the gateway's to decide):
 
 - ``admin`` on a key without a tenant root: every route, every tenant.
-- ``usage`` on a key with a tenant root (an application key): the hot-path routes, for
-  tenants of that tree only. A tenant outside the tree, or unknown, is ``out_of_scope`` (403),
-  so that a key cannot learn which tenants exist elsewhere.
+- ``usage`` on a key bound to a tenant (an application key; the binding is stored as its
+  ``tenant_root``): the hot-path routes, for that tenant and the tenants below it only. A
+  reseller's key reaches its customers; a customer's key reaches neither its reseller nor the
+  other customers. A tenant outside the subtree, or unknown, is ``out_of_scope`` (403), so
+  that a key cannot learn which tenants exist elsewhere.
 
 Any other key may do nothing.
 """
@@ -17,6 +19,7 @@ Any other key may do nothing.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from enum import StrEnum
 from typing import Final
 
@@ -40,12 +43,12 @@ def is_admin(key: ApiKey) -> bool:
     return Scope.admin in key.scopes and key.tenant_root is None
 
 
-def may_use(key: ApiKey, root: str | None) -> bool:
-    """Whether ``key`` may call a hot-path route for a tenant of tree ``root`` (None: the
-    tenant is unknown)."""
+def may_use(key: ApiKey, lineage: Sequence[str] | None) -> bool:
+    """Whether ``key`` may call a hot-path route for the tenant whose ``lineage`` (root first,
+    the tenant last) is given; None: the tenant is unknown."""
     if is_admin(key):
         return True
-    return Scope.usage in key.scopes and root is not None and key.tenant_root == root
+    return Scope.usage in key.scopes and lineage is not None and key.tenant_root in lineage
 
 
 class KeyVerifier:
@@ -78,6 +81,11 @@ class KeyVerifier:
         if key is None:
             raise errors.invalid_key()
         return key
+
+    def forget(self, key_id: str) -> None:
+        """Stop accepting a key this gateway remembers, at once (on its revocation here;
+        other gateways stop within ``cache_seconds``)."""
+        self._cache.forget_values(lambda key: key.id == key_id)
 
     def close(self) -> None:
         self._cache.close()

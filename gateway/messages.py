@@ -23,6 +23,9 @@ from engine.accounts import (
     Command,
     Heartbeat,
     Outcome,
+    PeriodUsage,
+    Quote,
+    QuoteQuery,
     Reason,
     Record,
     Release,
@@ -40,6 +43,7 @@ from engine.accounts.commands import (
 from engine.instants import Instant, from_datetime
 from engine.meters import PropertyName, PropertyValue
 from engine.pricing.base import check_quantity
+from engine.statements import LineKind
 
 EVENTS_MAX: Final = 1_000
 """The most events one ingestion request may carry."""
@@ -206,6 +210,10 @@ class Decision(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     expires_at: Instant | None = None
     granted_until: Instant | None = None
     alerts: tuple[Alert, ...] = ()
+    degraded: bool = False
+    """True when the host did not answer and the tenant's ``allow_overdraft`` failure policy
+    allowed the request; ``amount`` is then the gateway's estimate, and the usage is recorded
+    with the host once it answers again."""
 
     @classmethod
     def of(cls, command_id: str, outcome: Outcome) -> Decision:
@@ -236,3 +244,145 @@ class BalanceResponse(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=T
     tenant: str
     balance: Decimal
     available: Decimal | None = None
+
+
+class QuoteRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The price of ``quantity`` more units of ``meter`` for ``tenant`` now. It changes
+    nothing, so it carries no id."""
+
+    tenant: TenantId
+    meter: MeterKey
+    quantity: Decimal = Decimal(1)
+    properties: Properties = {}
+    duration_seconds: Seconds = 0
+
+    def __post_init__(self) -> None:
+        check_quantity("quantity", self.quantity)
+
+    def query(self) -> QuoteQuery:
+        return QuoteQuery(
+            tenant=self.tenant,
+            meter=self.meter,
+            quantity=self.quantity,
+            properties=dict(self.properties),
+            duration_seconds=self.duration_seconds,
+        )
+
+
+class QuoteResponse(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """What the usage would cost now, and whether the account would allow it now (a hint:
+    the answer to the authorisation that follows may differ)."""
+
+    tenant: str
+    meter: str
+    quantity: Decimal
+    amount: Decimal
+    """Exact (unrounded), priced behind the usage that open reservations and sessions hold."""
+    currency: str
+    allowed: bool
+    reason: Reason | None = None
+    message: str = ""
+    available: Decimal | None = None
+    """What may still be spent; absent when there is no limit."""
+    quota_remaining: Decimal | None = None
+    """Units left under the tightest hard quota on the meter; absent without one."""
+
+    @classmethod
+    def of(cls, request: QuoteRequest, quote: Quote) -> QuoteResponse:
+        return cls(
+            tenant=request.tenant,
+            meter=request.meter,
+            quantity=request.quantity,
+            amount=quote.amount,
+            currency=quote.currency,
+            allowed=quote.allowed,
+            reason=quote.reason,
+            message=quote.message,
+            available=quote.available,
+            quota_remaining=quote.quota_remaining,
+        )
+
+
+class UsageMeter(msgspec.Struct, frozen=True, kw_only=True):
+    meter: str
+    quantity: Decimal
+    unit: str
+
+
+class UsageLine(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One line of the statement the period would get if it closed now, rounded as it will
+    be (once per line, in the tariff's rounding mode)."""
+
+    line_id: str
+    kind: LineKind
+    description: str
+    quantity: Decimal
+    unit: str
+    unit_price: Decimal | None = None
+    amount: Decimal
+    charge: str | None = None
+    dimensions: dict[str, str] = {}
+
+
+class UsageByTenant(msgspec.Struct, frozen=True, kw_only=True):
+    """What one sub-tenant's usage came to in one charge, rounded on its own."""
+
+    tenant: str
+    charge: str
+    quantity: Decimal
+    amount: Decimal
+
+
+class UsageResponse(msgspec.Struct, frozen=True, kw_only=True):
+    """The tenant's open billing period so far. ``total`` is the sum of the rounded
+    ``lines``: the statement as it would stand if no more usage arrived before the period
+    end (fees in arrears and minimums included). ``charged`` is what the account has charged
+    for the period so far, exact. A sub-tenant without a tariff of its own has no lines; its
+    usage is its share of its parent's period, in ``breakdown``."""
+
+    tenant: str
+    currency: str
+    period_start: Instant | None = None
+    period_end: Instant | None = None
+    meters: list[UsageMeter] = []
+    lines: list[UsageLine] = []
+    total: Decimal = Decimal(0)
+    charged: Decimal = Decimal(0)
+    breakdown: list[UsageByTenant] = []
+
+    @classmethod
+    def of(cls, usage: PeriodUsage) -> UsageResponse:
+        return cls(
+            tenant=usage.tenant,
+            currency=usage.currency,
+            period_start=usage.period_start,
+            period_end=usage.period_end,
+            meters=[
+                UsageMeter(meter=m.meter, quantity=m.quantity, unit=m.unit) for m in usage.meters
+            ],
+            lines=[
+                UsageLine(
+                    line_id=line.line_id,
+                    kind=line.kind,
+                    description=line.description,
+                    quantity=line.quantity,
+                    unit=line.unit,
+                    unit_price=line.unit_price,
+                    amount=line.amount,
+                    charge=line.charge,
+                    dimensions=dict(line.dimensions),
+                )
+                for line in usage.lines
+            ],
+            total=usage.total,
+            charged=usage.charged,
+            breakdown=[
+                UsageByTenant(
+                    tenant=line.tenant,
+                    charge=line.charge,
+                    quantity=line.quantity,
+                    amount=line.amount,
+                )
+                for line in usage.breakdown
+            ],
+        )

@@ -10,7 +10,7 @@ operation a route.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any, Final
 
 import msgspec
@@ -54,6 +54,8 @@ class Operation(msgspec.Struct, frozen=True, kw_only=True):
     """The Struct of the 200 answer; None with ``response_schema``."""
     response_schema: dict[str, Any] | None = None
     response_type: str = "application/json"
+    creates: bool = False
+    """Answers 201 with the same body when it creates, 200 when it existed as sent."""
     errors: tuple[int, ...] = (400, 401, 403, 404, 409, 413, 422, 429, 503)
     authenticated: bool = True
     query: tuple[Parameter, ...] = ()
@@ -156,6 +158,27 @@ HOT_PATH: Final[tuple[Operation, ...]] = (
         response=m.BalanceResponse,
         errors=(401, 403, 404, 422, 429, 503),
     ),
+    Operation(
+        method="get",
+        path="/v1/tenants/{tenant}/usage",
+        summary="Period-to-date usage and amounts, line by line",
+        tag=_HOT,
+        response=m.UsageResponse,
+        errors=(401, 403, 404, 422, 429, 503),
+        description="The open period's usage per meter and its amounts per statement line, as "
+        "the statement would show them if the period closed now.",
+    ),
+    Operation(
+        method="post",
+        path="/v1/quote",
+        summary="The price of more units now, without charging",
+        tag=_HOT,
+        request=m.QuoteRequest,
+        response=m.QuoteResponse,
+        errors=(400, 401, 403, 404, 413, 422, 429, 503),
+        description="Quoted from the period-to-date usage (tier position, free units, caps), "
+        "behind what open reservations hold; changes nothing.",
+    ),
 )
 
 HEALTH: Final[tuple[Operation, ...]] = (
@@ -185,6 +208,17 @@ HEALTH: Final[tuple[Operation, ...]] = (
     ),
     Operation(
         method="get",
+        path="/metrics",
+        summary="Prometheus metrics of the gateway and its hosts",
+        tag=_HEALTH,
+        response_schema={"type": "string"},
+        response_type="text/plain",
+        errors=(),
+        authenticated=False,
+        description="The text exposition format; no label carries a tenant, key or id.",
+    ),
+    Operation(
+        method="get",
         path="/openapi.json",
         summary="This document",
         tag=_HEALTH,
@@ -198,21 +232,10 @@ HEALTH: Final[tuple[Operation, ...]] = (
 def operations() -> list[Operation]:
     """Every operation of the API, from each module that adds routes."""
     found: list[Operation] = [*HOT_PATH, *HEALTH]
-    for module in ("gateway.admin", "gateway.metrics", "gateway.queries"):
-        found.extend(_operations_of(module))
+    from gateway.admin import OPERATIONS as ADMIN
+
+    found.extend(ADMIN)
     return found
-
-
-def _operations_of(module_name: str) -> Sequence[Operation]:
-    """The ``OPERATIONS`` a route module declares, if it exists and declares them."""
-    import importlib
-
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError:
-        return ()
-    declared: Sequence[Operation] = getattr(module, "OPERATIONS", ())
-    return declared
 
 
 def document(described: Iterable[Operation] | None = None) -> dict[str, Any]:
@@ -289,9 +312,10 @@ def _operation(op: Operation, by_type: dict[Any, dict[str, Any]]) -> dict[str, A
 
 def _responses(op: Operation, by_type: dict[Any, dict[str, Any]]) -> dict[str, Any]:
     schema = by_type[op.response] if op.response is not None else op.response_schema or {}
-    responses: dict[str, Any] = {
-        "200": {"description": op.summary, "content": {op.response_type: {"schema": schema}}}
-    }
+    content = {op.response_type: {"schema": schema}}
+    responses: dict[str, Any] = {"200": {"description": op.summary, "content": content}}
+    if op.creates:
+        responses["201"] = {"description": "Created.", "content": content}
     error = {"application/json": {"schema": by_type[ErrorBody]}}
     for status in op.errors:
         responses[str(status)] = {

@@ -1,6 +1,7 @@
-"""Which tree a tenant belongs to: the root that places it on a host.
+"""Where a tenant sits: its lineage (its ancestors and itself, root first). The root places
+its tree on a host; the lineage decides which application keys may act for it.
 
-A tenant's root never changes (its parent is fixed at creation), so a found root is kept for
+A tenant's parent never changes (it is fixed at creation), so a found lineage is kept for
 long; an unknown tenant is remembered only for a moment, so that a tenant created a moment
 ago is found soon after.
 """
@@ -16,6 +17,9 @@ FOUND_SECONDS: Final = 3_600.0
 MISSING_SECONDS: Final = 1.0
 SIZE_MAX: Final = 1_000_000
 
+Lineage = tuple[str, ...]
+"""A tenant's root first, then each sub-tenant down to the tenant itself."""
+
 
 class TenantRoots:
     def __init__(
@@ -26,15 +30,19 @@ class TenantRoots:
         missing_seconds: float = MISSING_SECONDS,
     ) -> None:
         self.catalogue = catalogue
-        self._cache: LookupCache[str, str] = LookupCache(
-            "tenant-roots",
+        self._cache: LookupCache[str, Lineage] = LookupCache(
+            "tenant-lineages",
             ttl_seconds=found_seconds,
             missing_ttl_seconds=missing_seconds,
             size_max=SIZE_MAX,
         )
 
+    async def lineage_of(self, tenant: str) -> Lineage | None:
+        return await self._cache.get(tenant, lambda: self.catalogue.lineage(tenant))
+
     async def root_of(self, tenant: str) -> str | None:
-        return await self._cache.get(tenant, lambda: self.catalogue.root_of(tenant))
+        lineage = await self.lineage_of(tenant)
+        return lineage[0] if lineage else None
 
     def forget(self, tenant: str) -> None:
         self._cache.forget(tenant)

@@ -13,14 +13,25 @@ def main(argv: list[str] | None = None) -> int:
     serve = commands.add_parser("serve", help="start the server (embedded default)")
     add_serve_arguments(serve)
     serve.set_defaults(handler=_serve)
+    demo = commands.add_parser(
+        "demo", help="start the server with a demo tenant tree, tariffs and some usage"
+    )
+    add_serve_arguments(demo)
+    demo.set_defaults(handler=_demo)
     bench = commands.add_parser("bench", help="run a benchmark and print its figures")
     bench.add_argument(
         "what",
-        choices=["engine", "accounts", "host", "recovery", "journal"],
-        help="engine: rating per model; accounts: records and reservations; host: durable "
+        nargs="?",
+        default="http",
+        choices=["http", "engine", "accounts", "host", "recovery", "journal"],
+        help="http (the default): the whole server over HTTP against a trivial endpoint, with "
+        "wrk; engine: rating per model; accounts: records and reservations; host: durable "
         "records per journal backend; recovery: restart of 10,000 accounts; journal: appends",
     )
-    bench.add_argument("--seconds", type=float, default=1.0, help="time per measurement")
+    bench.add_argument("--seconds", type=float, help="time per measurement (default 1; http: 10)")
+    bench.add_argument("--connections", type=int, default=64, help="http: connections")
+    bench.add_argument("--threads", type=int, default=2, help="http: wrk threads")
+    bench.add_argument("--tenants", type=int, default=4, help="http: tenants (each a key)")
     bench.set_defaults(handler=_bench)
     admin_key = commands.add_parser(
         "create-admin-key", help="create an admin API key and print it once"
@@ -48,6 +59,11 @@ def _serve(args: argparse.Namespace) -> int:
     return serve(args)
 
 
+def _demo(args: argparse.Namespace) -> int:
+    args.demo = True
+    return _serve(args)
+
+
 def _database_url(args: argparse.Namespace) -> str:
     from pathlib import Path
 
@@ -72,6 +88,16 @@ def _migrate(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
+    if args.what == "http":
+        from load_tests.bench_http import run as run_http
+
+        return run_http(
+            seconds=args.seconds or 10.0,
+            connections=args.connections,
+            threads=args.threads,
+            tenants=args.tenants,
+        )
+    args.seconds = args.seconds or 1.0
     if args.what == "host":
         from load_tests.bench_host import run_host
 

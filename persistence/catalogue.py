@@ -34,6 +34,8 @@ from persistence.models import (
 
 LIST_LIMIT_MAX: Final = 100_000
 """The most rows one page may hold; a host loads the whole catalogue as one page."""
+LINEAGE_MAX: Final = 64
+"""The deepest a tenant may be nested; a longer chain of parents is a fault in the data."""
 TENANT_ID_PATTERN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 LOCALE_PATTERN: Final = re.compile(r"[a-z]{2,3}([_-][A-Za-z0-9]{2,8})*")
 COUNTRY_PATTERN: Final = re.compile(r"([A-Z]{2})?")
@@ -221,15 +223,41 @@ class Catalogue(Store):
         with self.engine.connect() as connection:
             return connection.scalar(select(TenantRow.root_id).where(TenantRow.id == tenant_id))
 
+    def lineage(self, tenant_id: str) -> tuple[str, ...] | None:
+        """The tenant's ancestors and itself, root first (what an API key's scope is checked
+        against), or None if the tenant is unknown."""
+        found: list[str] = []
+        with self.engine.connect() as connection:
+            current: str | None = tenant_id
+            while current is not None:
+                if len(found) >= LINEAGE_MAX:
+                    raise ValueError(f"tenant {tenant_id!r} is nested deeper than {LINEAGE_MAX}")
+                row = connection.execute(
+                    select(TenantRow.parent_id).where(TenantRow.id == current)
+                ).first()
+                if row is None:
+                    return None
+                found.append(current)
+                current = row.parent_id
+        return tuple(reversed(found))
+
     def list_tenants(
-        self, *, limit: int = 100, after: str | None = None, root: str | None = None
+        self,
+        *,
+        limit: int = 100,
+        after: str | None = None,
+        root: str | None = None,
+        parent: str | None = None,
     ) -> list[Tenant]:
-        """A page of tenants by id; with ``root``, only that tree's."""
+        """A page of tenants by id; with ``root``, only that tree's; with ``parent``, only
+        that tenant's children."""
         query = select(TenantRow).order_by(TenantRow.id).limit(_limit(limit))
         if after is not None:
             query = query.where(TenantRow.id > after)
         if root is not None:
             query = query.where(TenantRow.root_id == root)
+        if parent is not None:
+            query = query.where(TenantRow.parent_id == parent)
         return self._tenants(query)
 
     def _tenants(self, query: Any) -> list[Tenant]:

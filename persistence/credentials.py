@@ -40,7 +40,8 @@ class ApiKey(msgspec.Struct, frozen=True, kw_only=True):
     prefix: str
     scopes: tuple[str, ...]
     tenant_root: str | None
-    """The tenant tree the key may act for; None for an admin key."""
+    """The tenant whose subtree the key may act for (named for the tree roots it first
+    served); None for an admin key."""
     created_at: datetime
     revoked_at: datetime | None = None
 

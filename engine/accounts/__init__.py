@@ -12,6 +12,7 @@ from engine.accounts.commands import (
     ChangeSeats,
     Command,
     ConfigureTenant,
+    GrantedUse,
     Heartbeat,
     OneTimeCharge,
     OpenGrant,
@@ -26,6 +27,14 @@ from engine.accounts.commands import (
     StopSession,
     Suspend,
     TopUp,
+)
+from engine.accounts.queries import (
+    MeterQuantity,
+    PeriodUsage,
+    Quote,
+    QuoteQuery,
+    period_usage,
+    quote,
 )
 from engine.accounts.settings import Funding, GrantExpiry, Quota, TenantSettings
 from engine.accounts.state import TreeState, decode, encode
@@ -48,11 +57,16 @@ __all__ = [
     "CreditKind",
     "Funding",
     "GrantExpiry",
+    "GrantedUse",
     "Heartbeat",
+    "MeterQuantity",
     "OneTimeCharge",
     "OpenGrant",
     "Outcome",
+    "PeriodUsage",
     "Quota",
+    "Quote",
+    "QuoteQuery",
     "Reason",
     "Record",
     "Refund",
@@ -69,4 +83,6 @@ __all__ = [
     "TreeState",
     "decode",
     "encode",
+    "period_usage",
+    "quote",
 ]

@@ -108,14 +108,41 @@ class OpenGrant(_Command, frozen=True, kw_only=True, tag="open_grant"):
     quantity: Decimal
     properties: Properties = {}
     validity_seconds: Annotated[int, msgspec.Meta(ge=1, le=86_400)] = 60
+    linear: bool = False
+    """Open the slice only where every unit of the meter costs the same flat price, so that
+    the caller can price its answers itself: a tenant alone in its tree, with a balance of
+    its own and no quotas, whose tariff prices the meter per unit without free units,
+    limits, time basis, routing or grouping (else ``grant_not_linear``). The outcome then
+    names ``unit_price``, and the slice ends at the latest with the period, whose tariff
+    fixed that price."""
+
+
+class GrantedUse(msgspec.Struct, frozen=True, kw_only=True, array_like=True, gc=False):
+    """One use a caller answered from a linear slice: the id of the client's request, its
+    quantity and the amount the caller answered (``quantity`` times the slice's unit price)."""
+
+    id: Id
+    quantity: Decimal
+    amount: Decimal
+
+
+GRANTED_USES_MAX: Final = 10_000
+"""The most uses one report may name."""
 
 
 class ReportGrant(_Command, frozen=True, kw_only=True, tag="report_grant"):
-    """Use of a slice since the last report; ``final`` returns the unused rest."""
+    """Use of a slice since the last report; ``final`` returns the unused rest.
+
+    ``records`` (of a linear slice only) name the uses that make up ``used``, so that the
+    tree remembers each as if it had answered it as an ``AuthorizeAndRecord``: a client's
+    retry that reaches the tree later gets that answer and is not charged again. A use whose
+    id the tree already charged that way is not charged twice: its units stay in the slice.
+    """
 
     grant: Id
     used: Decimal
     final: bool = False
+    records: Annotated[tuple[GrantedUse, ...], msgspec.Meta(max_length=GRANTED_USES_MAX)] = ()
 
 
 class ChangeSeats(_Command, frozen=True, kw_only=True, tag="change_seats"):
@@ -210,6 +237,7 @@ class Reason(StrEnum):
     not_funded = "not_funded"
     rating_rejected = "rating_rejected"
     invalid_settings = "invalid_settings"
+    grant_not_linear = "grant_not_linear"
 
 
 class AlertKind(StrEnum):
@@ -244,6 +272,10 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, gc=
     expires_at: Instant | None = None
     granted_until: Instant | None = None
     alerts: tuple[Alert, ...] = ()
+    unit_price: Decimal | None = None
+    """The flat price per unit of an accepted linear grant."""
+    grant: str | None = None
+    """The slice a use was answered from by the caller that held it."""
 
 
 def denied(reason: Reason, field: str | None = None, message: str = "") -> Outcome:

@@ -39,9 +39,10 @@ from engine.accounts.state import (
 from engine.accounts.tariffs import TariffSource
 from engine.accounts.wallet import UNLIMITED, CreditGrant, Wallet
 from engine.instants import Instant
-from engine.meters import Event, event_value
+from engine.meters import Aggregation, Event, event_value
 from engine.numbers import ZERO
 from engine.periods import Period, UnknownTimeZone, zone
+from engine.pricing.base import check_quantity
 from engine.rating import PeriodRater, PeriodState
 from engine.rejections import Rejection
 from engine.statements import Statement
@@ -557,6 +558,16 @@ class TenantTree:
         if isinstance(plan, Outcome):
             return plan
         expires_at = time + command.validity_seconds
+        unit_price: Decimal | None = None
+        if command.linear:
+            linear = self._linear_price(node, command.meter)
+            if isinstance(linear, Outcome):
+                return linear
+            unit_price = linear
+            assert _payer_amount(plan) == command.quantity * unit_price, "priced linearly"
+            # The price holds for the period whose tariff version fixed it.
+            assert node.period is not None
+            expires_at = min(expires_at, node.period.period.end)
         refusal = self._check(plan, time, horizon=expires_at)
         if refusal is not None:
             return refusal
@@ -571,7 +582,37 @@ class TenantTree:
             expires_at=expires_at,
             held=self._hold(plan),
         )
-        return self._accepted(node, amount=_payer_amount(plan), expires_at=expires_at)
+        outcome = self._accepted(node, amount=_payer_amount(plan), expires_at=expires_at)
+        if unit_price is None:
+            return outcome
+        return msgspec.structs.replace(outcome, unit_price=unit_price)
+
+    def _linear_price(self, node: NodeState, meter: str) -> Decimal | Outcome:
+        """The flat unit price at which a caller may answer uses of ``meter`` for ``node``
+        itself: only where the tree would charge each use alone, at that price, whatever
+        else happens (see ``OpenGrant.linear``); else why not."""
+        period = node.period
+        if (
+            node.wallet is None
+            or period is None
+            or node.children
+            or node.settings.parent is not None
+            or node.settings.quotas
+        ):
+            return denied(
+                Reason.grant_not_linear,
+                "tenant",
+                "a linear grant needs a tenant alone in its tree, with its own balance and "
+                "no quotas",
+            )
+        price = self._rater(node, period).unit_price(meter)
+        if price is None:
+            return denied(
+                Reason.grant_not_linear,
+                "meter",
+                f"the tariff does not price {meter!r} at a flat price per unit",
+            )
+        return price
 
     def _report_grant(
         self, command: c.ReportGrant, node: NodeState, time: Instant, alerts: list[Alert]
@@ -584,10 +625,71 @@ class TenantTree:
             return denied(Reason.invalid_quantity, "used", "must not be negative")
         if command.used > left:
             return denied(Reason.grant_exceeded, "used", f"only {left} units are left")
-        charged = self._settle_slice(
-            grant, command.used, time, command.id, alerts, final=command.final
-        )
+        used = command.used
+        if command.records:
+            refusal = self._records_problem(command, grant, node)
+            if refusal is not None:
+                return refusal
+            used -= self._remember_records(command, grant, time)
+        charged = self._settle_slice(grant, used, time, command.id, alerts, final=command.final)
         return self._accepted(node, amount=charged)
+
+    def _records_problem(
+        self, command: c.ReportGrant, grant: Slice, node: NodeState
+    ) -> Outcome | None:
+        """Why the uses a report names cannot be taken as they are, if they cannot: they
+        must make up ``used``, each priced at the flat unit price of the slice's meter. (The
+        tree may have changed since the slice opened, a sub-tenant added, say; the price
+        cannot have, as a linear slice ends with the period.)"""
+        rater = self._rater(node, node.period) if node.period is not None else None
+        linear = rater.unit_price(grant.meter) if rater is not None else None
+        if rater is None or linear is None or grant.properties:
+            return denied(
+                Reason.grant_not_linear, "records", "uses are reported for linear slices only"
+            )
+        counted = rater.meters[grant.meter].aggregation
+        total = ZERO
+        for position, record in enumerate(command.records):
+            quantity = record.quantity
+            problem = _quantity_problem(quantity, whole=counted is Aggregation.count)
+            if problem is not None:
+                field = f"records[{position}].quantity"
+                return denied(Reason.invalid_quantity, field, problem)
+            if record.amount != quantity * linear:
+                field = f"records[{position}].amount"
+                return denied(
+                    Reason.invalid_amount, field, f"{quantity} units cost {quantity * linear}"
+                )
+            total += quantity
+        if total != command.used:
+            return denied(
+                Reason.invalid_quantity,
+                "records",
+                f"the uses add up to {total}, not {command.used}",
+            )
+        return None
+
+    def _remember_records(self, command: c.ReportGrant, grant: Slice, time: Instant) -> Decimal:
+        """Remember every use a report names as an answered ``AuthorizeAndRecord``; the units
+        of those this tree has already charged as such (a client's retry that reached it
+        first), which are not charged again."""
+        charged_before = ZERO
+        for record in command.records:
+            use = c.AuthorizeAndRecord(
+                id=record.id,
+                tenant=command.tenant,
+                time=time,
+                meter=grant.meter,
+                quantity=record.quantity,
+            )
+            remembered = self._remembered(record.id)
+            if remembered is None:
+                answer = Outcome(accepted=True, amount=record.amount, grant=grant.grant_id)
+                self._remember(use, time, answer)
+            elif remembered.outcome.accepted and _same_content(remembered.command, use):
+                charged_before += record.quantity
+            # Any other memory of the id stands: the caller answered it, so it is charged.
+        return charged_before
 
     def _settle_slice(
         self,
@@ -1447,6 +1549,13 @@ class TenantTree:
             granted_until=granted_until,
         )
 
+    def _remembered(self, command_id: str) -> Remembered | None:
+        state = self.state
+        remembered = state.remembered.get(command_id)
+        if remembered is None and state.remembered_before:
+            remembered = state.remembered_before.get(command_id)
+        return remembered
+
     def _remember(self, command: c.Command, time: Instant, outcome: Outcome) -> None:
         state = self.state
         if (
@@ -1477,6 +1586,17 @@ def _event(command: c.AuthorizeAndRecord | c.Record | c.Authorize) -> Event:
         properties=command.properties,
         duration_seconds=command.duration_seconds,
     )
+
+
+def _quantity_problem(quantity: Decimal, *, whole: bool) -> str | None:
+    """Why ``quantity`` is not a quantity a meter takes (``whole``: a count), if it is not."""
+    try:
+        check_quantity("quantity", quantity)
+    except ValueError as error:
+        return str(error)
+    if whole and quantity % 1:
+        return "quantity: a count meter counts whole occurrences"
+    return None
 
 
 def _quota(node: NodeState, meter: str) -> Quota | None:

@@ -21,21 +21,26 @@ def key(scopes: tuple[str, ...], tenant_root: str | None) -> ApiKey:
 
 
 @pytest.mark.parametrize(
-    ("scopes", "key_root", "tenant_root", "allowed"),
+    ("scopes", "key_root", "lineage", "allowed"),
     [
-        (("admin",), None, "acme", True),
+        (("admin",), None, ("acme",), True),
         (("admin",), None, None, True),  # an admin learns that a tenant is unknown (404)
-        (("usage",), "acme", "acme", True),
-        (("usage",), "acme", "bolt", False),
+        (("usage",), "acme", ("acme",), True),
+        (("usage",), "acme", ("acme", "shop"), True),  # a reseller's key reaches its customers
+        (("usage",), "shop", ("acme", "shop"), True),
+        (("usage",), "shop", ("acme", "shop", "till"), True),
+        (("usage",), "shop", ("acme",), False),  # a customer's key never reaches its reseller
+        (("usage",), "shop", ("acme", "other"), False),  # nor the other customers
+        (("usage",), "acme", ("bolt",), False),
         (("usage",), "acme", None, False),  # unknown looks like elsewhere (403)
-        (("usage",), None, "acme", False),  # an application key names its tree
-        (("admin",), "acme", "bolt", False),  # admin within a tree is not global admin
-        (("admin", "usage"), "acme", "acme", True),
-        ((), "acme", "acme", False),
-        (("reports",), None, "acme", False),
+        (("usage",), None, ("acme",), False),  # an application key names its tenant
+        (("admin",), "acme", ("bolt",), False),  # admin within a tree is not global admin
+        (("admin", "usage"), "acme", ("acme",), True),
+        ((), "acme", ("acme",), False),
+        (("reports",), None, ("acme",), False),
     ],
 )
 def test_who_may_use_which_tree(
-    scopes: tuple[str, ...], key_root: str | None, tenant_root: str | None, allowed: bool
+    scopes: tuple[str, ...], key_root: str | None, lineage: tuple[str, ...] | None, allowed: bool
 ) -> None:
-    assert may_use(key(scopes, key_root), tenant_root) is allowed
+    assert may_use(key(scopes, key_root), lineage) is allowed

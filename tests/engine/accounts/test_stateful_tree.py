@@ -2,8 +2,9 @@
 
 Hypothesis drives a :class:`TenantTree` (a prepaid root with its own balance, and one pooled
 child with a cap) with top-ups, refunds, reservations, one-step and plain records, sessions,
-grant slices, tariff changes, time passing (across month ends, so that periods close),
-retries of earlier command ids, and snapshots restored in mid-sequence. The reference model
+grant slices (plain, and linear ones reported use by use), tariff changes, time passing
+(across month ends, so that periods close), retries of earlier command ids, and snapshots
+restored in mid-sequence. The reference model
 (:class:`Books`) prices count usage on its own, keeps its own tally of the money in and out,
 of open reservations and slices, of ids and their outcomes; after every step the machine
 checks the tree against it and against the invariants in ``engine/accounts/README.md``.
@@ -47,6 +48,7 @@ from engine.accounts import (
     ConfigureTenant,
     CreditKind,
     Funding,
+    GrantedUse,
     GrantExpiry,
     Heartbeat,
     OpenGrant,
@@ -161,6 +163,8 @@ CATALOG: Final = {
     ],
 }
 TARIFFS: Final = CatalogTariffs(decode_catalog(json.dumps(CATALOG)))
+FLAT_CALL: Final = Decimal("0.125")
+"""The price of a call on the flat tariff: what a linear slice answers uses at."""
 
 # The model's own price list for calls: (up to, unit price, flat fee) per tier.
 CALL_TIERS: Final[dict[str, tuple[tuple[Decimal | None, Decimal, Decimal], ...]]] = {
@@ -480,6 +484,13 @@ def open_holds(state: TreeState) -> list[EngineHold]:
     return [hold for holder in holders for hold in holds_of(holder)]
 
 
+def same_content(before: Command, now: Command) -> bool:
+    """Whether a repeated id carries the same command (everything but the time counts)."""
+    return before.__class__ is now.__class__ and msgspec.structs.replace(
+        before, time=0
+    ) == msgspec.structs.replace(now, time=0)
+
+
 def id_window(state: TreeState) -> dict[str, Remembered]:
     """The ids the tree remembers, in both generations it keeps."""
     return {**state.remembered_before, **state.remembered}
@@ -546,6 +557,8 @@ class TreeMachine(RuleBasedStateMachine):
             cap=ZERO, tariff_setting={}, policy={}, records_allowed=False, clock=START
         )
         self.ids = 0
+        self.linear: set[str] = set()
+        """The linear slices opened (some may have ended since)."""
 
     # Plumbing --------------------------------------------------------------------------------
 
@@ -1219,29 +1232,173 @@ class TreeMachine(RuleBasedStateMachine):
             self.expect(outcome, Reason.grant_exceeded)
         else:
             self.expect(outcome, None)
-            period = period_start(time)
-            released = piece.amount
-            available = available_at(settled, time)
-            charged = ZERO
-            if used:
-                cost = books.charge(tenant, period, used)
-                key = f"guarantee:{command.id}"
-                room = cap_room(settled, tenant, released)
-                charged = books.guaranteed(key, cost, released, available, room)
-            assert outcome.amount == charged
-            piece.used += used
-            rest = ZERO
-            if final or piece.units <= 0:
-                del books.slices[grant]
-            else:
-                # The rest is held again at today's prices, behind the other holds, but never
-                # above what remained of the slice's hold.
-                rest = min(
-                    books.quote(period, piece.units, skip=grant), max(ZERO, released - charged)
-                )
-                piece.amount, piece.period = rest, period
-            books.drawn_past_hold(tenant, charged + rest - released)
-            books.overdrawn(charged + rest - released - max(ZERO, available))
+            self.settle_report(settled, command, outcome, piece, used)
+        self.finish()
+
+    def settle_report(
+        self,
+        settled: TenantTree,
+        command: ReportGrant,
+        outcome: Outcome,
+        piece: Reserved,
+        used: Decimal,
+    ) -> None:
+        """What an accepted report of ``used`` units (those charged now) does to the books."""
+        books, tenant, grant, time = self.books, piece.tenant, command.grant, command.time
+        period = period_start(time)
+        released = piece.amount
+        available = available_at(settled, time)
+        charged = ZERO
+        if used:
+            cost = books.charge(tenant, period, used)
+            key = f"guarantee:{command.id}"
+            room = cap_room(settled, tenant, released)
+            charged = books.guaranteed(key, cost, released, available, room)
+        assert outcome.amount == charged
+        piece.used += used
+        rest = ZERO
+        if command.final or piece.units <= 0:
+            del books.slices[grant]
+            self.linear.discard(grant)
+        else:
+            # The rest is held again at today's prices, behind the other holds, but never
+            # above what remained of the slice's hold.
+            rest = min(books.quote(period, piece.units, skip=grant), max(ZERO, released - charged))
+            piece.amount, piece.period = rest, period
+        books.drawn_past_hold(tenant, charged + rest - released)
+        books.overdrawn(charged + rest - released - max(ZERO, available))
+
+    # Linear grant slices, spent by a gateway at a flat price --------------------------------
+
+    @rule(
+        tenant=PICK_TENANT,
+        quantity=QUANTITIES,
+        validity=st.sampled_from([60, HOUR, DAY]),
+        gap=GAPS,
+    )
+    def open_linear_grant(self, tenant: str, quantity: Decimal, validity: int, gap: int) -> None:
+        """A linear slice opens only for a root alone in its tree on the flat tariff, and ends
+        with the period at the latest."""
+        tenant = self.who(tenant)
+        time = self.books.clock + gap
+        settled = self.settle(time)
+        period = period_start(time)
+        command = OpenGrant(
+            id=self.new_id(),
+            tenant=tenant,
+            time=time,
+            meter="calls",
+            quantity=quantity,
+            validity_seconds=validity,
+            linear=True,
+        )
+        expires_at = min(time + validity, period_end(time))
+        linear = KID not in self.books.tenants and self.books.tariffs[ROOT, period] == "flat"
+        hold = self.books.quote(period, quantity)
+        expected = (
+            self.decide(settled, tenant, hold, horizon=expires_at)
+            if linear
+            else Reason.grant_not_linear
+        )
+        outcome = self.send(command, settled)
+        self.expect(outcome, expected)
+        if outcome.accepted:
+            assert outcome.amount == hold == quantity * FLAT_CALL
+            assert outcome.unit_price == FLAT_CALL and outcome.expires_at == expires_at
+            self.books.slices[command.id] = Reserved(
+                tenant=tenant, quantity=quantity, period=period, expires_at=expires_at, amount=hold
+            )
+            self.linear.add(command.id)
+            self.committed_within_means(settled)
+        self.finish()
+
+    def draw_uses(
+        self, data: st.DataObject, tenant: str, grant: str, time: Instant
+    ) -> tuple[list[GrantedUse], Decimal]:
+        """Uses a gateway answered: fresh ids, and ids the tree already remembers (a client's
+        retry that reached it first, or an id reused); and the units charged now: all but
+        those the tree already charged as the same request. Each fresh id goes into the books
+        as the answer the tree will remember."""
+        window = sorted(id_window(self.tree.state))
+        sent = self.books.sent
+        retried = [
+            key
+            for key in window
+            if isinstance(sent[key][0], AuthorizeAndRecord)
+            and same_content(
+                sent[key][0],
+                AuthorizeAndRecord(
+                    id=key, tenant=tenant, time=0, meter="calls", quantity=sent[key][0].quantity
+                ),
+            )
+            and sent[key][1].accepted
+        ]
+        uses: list[GrantedUse] = []
+        charged = ZERO
+        for _ in range(data.draw(st.integers(0, 3), label="uses")):
+            quantity = Decimal(data.draw(st.integers(0, 2), label="quantity"))
+            use_id = self.new_id("u")
+            how = data.draw(st.sampled_from(["fresh", "fresh", "retried", "reused"]))
+            if how == "retried" and retried:
+                # A client's retry of a request the tree answered itself.
+                use_id = data.draw(st.sampled_from(retried), label="retried id")
+                quantity = sent[use_id][0].quantity  # type: ignore[union-attr]
+            elif how == "reused" and window:
+                use_id = data.draw(st.sampled_from(window), label="reused id")
+            amount = quantity * FLAT_CALL
+            uses.append(GrantedUse(id=use_id, quantity=quantity, amount=amount))
+            answered = AuthorizeAndRecord(
+                id=use_id, tenant=tenant, time=time, meter="calls", quantity=quantity
+            )
+            known = self.books.sent.get(use_id)
+            if known is None:
+                answer = Outcome(accepted=True, amount=amount, grant=grant)
+                self.books.sent[use_id] = (answered, answer, time)
+            elif known[1].accepted and same_content(known[0], answered):
+                continue
+            charged += quantity
+        return uses, charged
+
+    @precondition(lambda self: self.linear & set(self.books.slices))
+    @rule(data=st.data(), final=st.booleans(), off_by=st.sampled_from([0, 0, 0, 1]), gap=GAPS)
+    def report_uses(self, data: st.DataObject, final: bool, off_by: int, gap: int) -> None:
+        """Report the uses a gateway answered from a linear slice; now and then ``used`` does
+        not add up to them."""
+        grants = sorted(self.linear & set(self.books.slices))
+        grant = data.draw(st.sampled_from(grants), label="grant")
+        tenant = self.books.slices[grant].tenant
+        time = self.books.clock + gap
+        settled = self.settle(time)
+        self.linear &= set(self.books.slices)
+        piece = self.books.slices.get(grant)
+        sent = dict(self.books.sent)
+        uses, charged = self.draw_uses(data, tenant, grant, time)
+        used = sum((use.quantity for use in uses), ZERO) + off_by
+        if not uses:
+            charged = used  # a plain report
+        command = ReportGrant(
+            id=self.new_id(),
+            tenant=tenant,
+            time=time,
+            grant=grant,
+            used=used,
+            final=final,
+            records=tuple(uses),
+        )
+        expected: Reason | None = None
+        if piece is None:
+            expected = Reason.unknown_grant
+        elif used > piece.units:
+            expected = Reason.grant_exceeded
+        elif off_by and uses:
+            expected = Reason.invalid_quantity
+        if expected is not None:
+            self.books.sent = sent  # a refused report remembers none of its uses
+        outcome = self.send(command, settled)
+        self.expect(outcome, expected)
+        if outcome.accepted:
+            assert piece is not None
+            self.settle_report(settled, command, outcome, piece, charged)
         self.finish()
 
     # Time, retries, snapshots ----------------------------------------------------------------

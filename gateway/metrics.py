@@ -1,0 +1,233 @@
+"""Prometheus metrics of one gateway app, served at ``GET /metrics``.
+
+Each app has a registry of its own rather than prometheus_client's global one, so that
+several apps in one process (the tests) neither share nor clash over series. The gateway's
+own figures (requests, decisions, events, calls to the hosts) are counted as they happen, at
+the cost of a dictionary lookup and an increment or two per request (about 2 µs); the hosts'
+figures are asked for at scrape time (``host_metrics.py``).
+
+No label carries a tenant, key or command id: every label has a small, fixed set of values
+(routes, methods, statuses, reasons, hosts), so the series stay bounded whatever the traffic.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter as Tally
+from collections.abc import Sequence
+from typing import Final
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4, generate_latest
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from engine.accounts import Outcome, Reason
+from gateway.coalescer import Coalescer
+from gateway.host_metrics import HostFigures
+from gateway.hosts import HostTransport
+
+HOST_STATS_TIMEOUT_SECONDS: Final = 1.0
+"""How long a scrape waits for a host's figures; Prometheus's own timeout is 10 s."""
+ROUTES_MAX: Final = 100
+"""Distinct route labels; past that a route counts as ``other`` (a mount with a parameter in
+its prefix could otherwise mint a label per value)."""
+METHODS: Final = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+SECONDS_BUCKETS: Final = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
+)  # fmt: skip
+COMMANDS_BUCKETS: Final = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000)
+
+
+def _outcome(status: int) -> str:
+    if status < 400:
+        return "ok"
+    if status == 429:
+        return "busy"
+    if status == 503:
+        return "unavailable"
+    return "rejected" if status < 500 else "error"
+
+
+class Metrics:
+    """The metrics of one gateway app, and the hooks that move them."""
+
+    def __init__(
+        self,
+        transport: HostTransport,
+        *,
+        host_stats_timeout_seconds: float = HOST_STATS_TIMEOUT_SECONDS,
+    ) -> None:
+        self.registry = registry = CollectorRegistry()
+        self.requests = Counter(
+            "meterwerk_http_requests",
+            "HTTP requests answered, by route template, method and status.",
+            ["route", "method", "status"],
+            registry=registry,
+        )
+        self.request_seconds = Histogram(
+            "meterwerk_http_request_duration_seconds",
+            "Time to answer a request, by route template and outcome "
+            "(ok, rejected, busy, unavailable, error).",
+            ["route", "outcome"],
+            buckets=SECONDS_BUCKETS,
+            registry=registry,
+        )
+        self.decisions = Counter(
+            "meterwerk_decisions",
+            "Outcomes of commands, by command, outcome and reason (none when accepted).",
+            ["command", "outcome", "reason"],
+            registry=registry,
+        )
+        self.events = Counter(
+            "meterwerk_events_ingested",
+            "Usage events received at /v1/events, accepted or refused.",
+            ["outcome"],
+            registry=registry,
+        )
+        self.call_commands = Histogram(
+            "meterwerk_host_call_commands",
+            "Commands per call to a host (the coalescer's batch size).",
+            ["host"],
+            buckets=COMMANDS_BUCKETS,
+            registry=registry,
+        )
+        self.call_seconds = Histogram(
+            "meterwerk_host_call_duration_seconds",
+            "Round trip of a call to a host, ok or failed.",
+            ["host", "outcome"],
+            buckets=SECONDS_BUCKETS,
+            registry=registry,
+        )
+        self.grants_outstanding = Gauge(
+            "meterwerk_grants_outstanding",
+            "Grants this gateway holds to spend locally.",
+            registry=registry,
+        )
+        self.failure_policy = Counter(
+            "meterwerk_failure_policy",
+            "Requests a failure policy answered while a host was unreachable.",
+            ["policy", "outcome"],
+            registry=registry,
+        )
+        self.hosts = HostFigures(transport, host_stats_timeout_seconds)
+        registry.register(self.hosts)
+        self._route_labels: dict[tuple[int, str], str] = {}
+        self._request_children: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
+        self._decision_children: dict[tuple[str, Reason | None], Counter] = {}
+
+    def follow(self, coalescer: Coalescer) -> None:
+        """Count ``coalescer``'s calls, and read its queues at scrape time."""
+        coalescer.on_call = self.observe_call
+        self.hosts.lanes = coalescer.lanes
+
+    # Hooks ----------------------------------------------------------------------------------
+
+    def observe_request(self, scope: Scope, status: int, seconds: float) -> None:
+        method = scope.get("method", "")
+        key = (self._route_label(scope), method if method in METHODS else "other", status)
+        children = self._request_children.get(key)
+        if children is None:
+            route, method, _ = key
+            children = self._request_children[key] = (
+                self.requests.labels(route, method, str(status)),
+                self.request_seconds.labels(route, _outcome(status)),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def decided(self, command: str, outcome: Outcome) -> None:
+        """Count one command's outcome."""
+        self._decision(command, outcome.reason).inc()
+
+    def ingested(self, outcomes: Sequence[Outcome]) -> None:
+        """Count a batch of events' outcomes, one increment per distinct reason."""
+        accepted = 0
+        for reason, count in Tally(outcome.reason for outcome in outcomes).items():
+            self._decision("event", reason).inc(count)
+            accepted += count if reason is None else 0
+        self.events.labels("accepted").inc(accepted)
+        self.events.labels("refused").inc(len(outcomes) - accepted)
+
+    def observe_call(self, host: str, commands: int, seconds: float, failed: bool) -> None:
+        self.call_commands.labels(host).observe(commands)
+        self.call_seconds.labels(host, "failed" if failed else "ok").observe(seconds)
+
+    def set_grants_outstanding(self, count: int) -> None:
+        self.grants_outstanding.set(count)
+
+    def count_failure_policy(self, policy: str, outcome: str) -> None:
+        """Count a request answered by ``policy`` (``deny``, ``allow_overdraft``) because its
+        host was unreachable; ``outcome`` is what the policy did, one of a few fixed words."""
+        self.failure_policy.labels(policy, outcome).inc()
+
+    # Scraping -------------------------------------------------------------------------------
+
+    async def exposition(self) -> bytes:
+        """Every metric in Prometheus's text format, the hosts' figures fetched first."""
+        await self.hosts.refresh()
+        return generate_latest(self.registry)
+
+    def _route_label(self, scope: Scope) -> str:
+        route = scope.get("route")
+        if route is None:
+            return "unmatched"
+        # Under a mount, the prefix the mount matched sits between the app's root path and
+        # the route's own template.
+        root = scope.get("root_path", "")
+        prefix = root[len(scope.get("app_root_path", root)) :]
+        # Routes compare by value and so cannot be hashed; they live as long as the app.
+        key = (id(route), prefix)
+        label = self._route_labels.get(key)
+        if label is None:
+            if len(self._route_labels) >= ROUTES_MAX:
+                return "other"
+            label = self._route_labels[key] = prefix + getattr(route, "path", "?")
+        return label
+
+    def _decision(self, command: str, reason: Reason | None) -> Counter:
+        child = self._decision_children.get((command, reason))
+        if child is None:
+            outcome = "accepted" if reason is None else "refused"
+            child = self.decisions.labels(command, outcome, reason or "none")
+            self._decision_children[(command, reason)] = child
+        return child
+
+
+class RequestMetrics:
+    """ASGI middleware that counts and times every HTTP request."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        began = time.perf_counter()
+        # An exception that escapes is answered 500 by Starlette's outermost middleware.
+        status = 500
+
+        async def send_noting_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_noting_status)
+        finally:
+            self.metrics.observe_request(scope, status, time.perf_counter() - began)
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    """``GET /metrics``, without a key like most Prometheus targets (see the README); 404
+    when ``GatewayConfig.metrics_enabled`` is off."""
+    gateway = request.app.state.gateway
+    if not gateway.config.metrics_enabled:
+        raise HTTPException(404, "no such route")
+    metrics: Metrics = gateway.metrics
+    return Response(await metrics.exposition(), media_type=CONTENT_TYPE_PLAIN_0_0_4)

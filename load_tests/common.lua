@@ -1,0 +1,35 @@
+-- What record.lua and events.lua share: the tenants with their keys, and id prefixes.
+local common = {}
+
+local function split(text)
+  local parts = {}
+  for part in string.gmatch(text or "", "[^,]+") do
+    table.insert(parts, part)
+  end
+  return parts
+end
+
+-- Each tenant with the headers its requests carry (its own usage key).
+function common.accounts()
+  local tenants = split(os.getenv("METERWERK_TENANTS"))
+  local keys = split(os.getenv("METERWERK_KEYS"))
+  assert(#tenants > 0 and #tenants == #keys, "METERWERK_TENANTS and METERWERK_KEYS must match")
+  local accounts = {}
+  for i, tenant in ipairs(tenants) do
+    accounts[i] = {
+      tenant = tenant,
+      headers = {
+        ["Authorization"] = "Bearer " .. keys[i],
+        ["Content-Type"] = "application/json",
+      },
+    }
+  end
+  return accounts
+end
+
+-- Ids are "<run>-<thread>-<counter>": unique per request across the threads of one run.
+function common.prefix(thread_id)
+  return (os.getenv("METERWERK_RUN") or "run") .. "-" .. thread_id .. "-"
+end
+
+return common
