@@ -355,8 +355,17 @@ def _problems(catalogue: Catalogue, tariff: Tariff) -> list[Problem]:
 
 
 async def validate_tariff(request: Request, gateway: Gateway) -> Response:
-    """A dry run of ``POST /v1/admin/tariffs``: saves nothing."""
-    tariff = await _body(request, gateway, Tariff)
+    """A dry run of ``POST /v1/admin/tariffs``: saves nothing. Every problem of a document
+    that is JSON is answered as a problem (200, ``valid: false``), whether the document does
+    not decode or does not fit the catalogue; a body that is not JSON is 400."""
+    body = await _read_body(request, gateway.config.body_bytes_max)
+    try:
+        tariff = _decode(body, Tariff)
+    except errors.ApiError as error:
+        if error.status != 422:
+            raise
+        problem = Problem(field=error.body.field or "", message=error.body.message)
+        return _json(TariffValidation(valid=False, problems=[problem]))
     found = await _blocking(_problems, gateway.catalogue, tariff)
     existing = await _blocking(gateway.catalogue.tariff, tariff.key)
     if existing is not None and existing != tariff:

@@ -141,7 +141,7 @@ def refused(reason: Reason, message: str, field: str | None) -> ApiError:
 
 _AT: Final = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
 _NAMED: Final = re.compile(r"(?:unknown|missing required) field `(?P<name>[^`]+)`")
-_PREFIX: Final = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_.]*): ")
+_PREFIX: Final = re.compile(r"^(?P<name>[A-Za-z_][A-Za-z0-9_.\[\]]*): ")
 
 
 def from_validation(error: msgspec.ValidationError) -> ApiError:

@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from engine.accounts import Outcome, Reason
 from gateway.coalescer import Coalescer
+from gateway.errors import DECISIONS
 from gateway.host_metrics import HostFigures
 from gateway.hosts import HostTransport
 
@@ -190,7 +191,12 @@ class Metrics:
     def _decision(self, command: str, reason: Reason | None) -> Counter:
         child = self._decision_children.get((command, reason))
         if child is None:
-            outcome = "accepted" if reason is None else "refused"
+            # A refusal is a decision (200, accepted false); any other reason answered a
+            # request that was wrong (a 4xx), and is counted apart so that the dashboard's
+            # refusals are business decisions only.
+            outcome = (
+                "accepted" if reason is None else "refused" if reason in DECISIONS else "error"
+            )
             child = self.decisions.labels(command, outcome, reason or "none")
             self._decision_children[(command, reason)] = child
         return child

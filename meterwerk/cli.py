@@ -16,8 +16,8 @@ def main(argv: list[str] | None = None) -> int:
     demo = commands.add_parser(
         "demo", help="start the server with a demo tenant tree, tariffs and some usage"
     )
-    add_serve_arguments(demo)
-    demo.set_defaults(handler=_demo)
+    add_serve_arguments(demo, demo=True)
+    demo.set_defaults(handler=_demo, create_admin_key=False)
     bench = commands.add_parser("bench", help="run a benchmark and print its figures")
     bench.add_argument(
         "what",
@@ -32,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--connections", type=int, default=64, help="http: connections")
     bench.add_argument("--threads", type=int, default=2, help="http: wrk threads")
     bench.add_argument("--tenants", type=int, default=4, help="http: tenants (each a key)")
+    bench.add_argument("--hosts", type=int, help="http: account hosts (default: one per core)")
     bench.set_defaults(handler=_bench)
     admin_key = commands.add_parser(
         "create-admin-key", help="create an admin API key and print it once"
@@ -96,6 +97,7 @@ def _bench(args: argparse.Namespace) -> int:
             connections=args.connections,
             threads=args.threads,
             tenants=args.tenants,
+            hosts=args.hosts,
         )
     args.seconds = args.seconds or 1.0
     if args.what == "host":

@@ -49,8 +49,9 @@ class ServeOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     demo: bool = False
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``meterwerk serve``; each also read from an environment variable."""
+def add_arguments(parser: argparse.ArgumentParser, *, demo: bool = False) -> None:
+    """The options of ``meterwerk serve`` (of ``meterwerk demo`` with ``demo``); each also
+    read from an environment variable."""
     env = os.environ.get
     parser.add_argument(
         "--data-dir",
@@ -78,28 +79,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--journal-url",
         default=env("METERWERK_JOURNAL_URL"),
-        help="postgresql://… or redis://… (default: a file journal in the data directory)",
+        help="postgresql://… or redis://… (default: a file journal in the data directory; "
+        "METERWERK_JOURNAL_URL)",
     )
     parser.add_argument(
         "--database-url",
         default=env("METERWERK_DATABASE_URL"),
         help="postgresql+psycopg://… for the catalogue, keys and snapshots (default: SQLite "
-        "in the data directory)",
+        "in the data directory; METERWERK_DATABASE_URL)",
     )
     parser.add_argument(
         "--redis-snapshots-url",
         default=env("METERWERK_REDIS_SNAPSHOTS_URL"),
-        help="also keep snapshots in Redis, for fast warm restarts",
+        help="also keep snapshots in Redis, for fast warm restarts (METERWERK_REDIS_SNAPSHOTS_URL)",
     )
     parser.add_argument(
         "--ray-address",
         default=env("METERWERK_RAY_ADDRESS"),
-        help="an existing Ray cluster (default: start a local one)",
+        help="an existing Ray cluster (default: start a local one; METERWERK_RAY_ADDRESS)",
     )
+    if demo:
+        return
     parser.add_argument(
         "--demo",
         action="store_true",
-        help="load the example catalogue and a demo tenant with credit, and print its key",
+        help="load the example catalogue and a demo tenant tree with credit (as meterwerk demo)",
     )
     parser.add_argument(
         "--create-admin-key",

@@ -299,7 +299,13 @@ async def test_a_tariff_is_validated_without_saving_then_created_and_versioned(
     }
     malformed = good | {"versions": [version_body(1, "-1", "2024-01-01T00:00:00Z")]}
     answer = await call(client, stack, "POST", "/v1/admin/tariffs/validate", malformed)
-    assert refusal(answer) == (422, "invalid_field", "versions[0].charges[0].price.unit_price")
+    assert answer.status_code == 200 and answer.json()["valid"] is False
+    [problem] = answer.json()["problems"]
+    assert problem["field"] == "versions[0].charges[0].price.unit_price"
+    not_json = await client.post(
+        "/v1/admin/tariffs/validate", content=b"{", headers=headers(stack.admin_key)
+    )
+    assert refusal(not_json)[:2] == (400, "malformed_json")
     assert (await call(client, stack, "GET", f"/v1/admin/tariffs/{key}")).status_code == 404
 
     refused = await call(client, stack, "POST", "/v1/admin/tariffs", broken)

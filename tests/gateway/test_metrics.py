@@ -76,7 +76,7 @@ async def test_a_denial_an_acceptance_and_events_move_their_counters(
         value(found, decisions, command="record", outcome="refused", reason="insufficient_credit")
         == 1
     )
-    assert value(found, decisions, command="event", outcome="refused", reason="unknown_tenant") == 1
+    assert value(found, decisions, command="event", outcome="error", reason="unknown_tenant") == 1
     assert value(found, "meterwerk_events_ingested_total", outcome="accepted") == 3
     assert value(found, "meterwerk_events_ingested_total", outcome="refused") == 1
     requests = "meterwerk_http_requests_total"
