@@ -190,11 +190,26 @@ class TenantTree:
         return payer.wallet.balance() if payer and payer.wallet else ZERO
 
     def available(self, tenant: str) -> Decimal:
+        """What the tenant may still spend: its payer's available money, within the room
+        left under the cap of every pooled tenant on the way to the payer (itself included)."""
         node = self.state.nodes[tenant]
         payer = self.payer(node)
         if payer is None or payer.wallet is None:
             return ZERO
-        return payer.wallet.available(self.state.clock)
+        return self._within_caps(node, payer, payer.wallet.available(self.state.clock))
+
+    def _within_caps(self, node: NodeState, payer: NodeState, available: Decimal) -> Decimal:
+        """``available`` at the payer, within the room left under the cap of every pooled
+        tenant from ``node`` up to the payer."""
+        if node is payer:
+            return available
+        for step in self._path(node):
+            if step is payer:
+                break
+            cap = step.settings.cap
+            if cap is not None:
+                available = min(available, cap - step.drawn - step.drawn_held)
+        return available
 
     def take_statements(self) -> list[tuple[str, Statement]]:
         taken, self.state.statements = self.state.statements, []
@@ -1540,11 +1555,14 @@ class TenantTree:
     ) -> Outcome:
         payer = self.payer(node)
         wallet = payer.wallet if payer is not None else None
+        available = None
+        if payer is not None and wallet is not None:
+            available = _finite(self._within_caps(node, payer, wallet.available_now()))
         return Outcome(
             accepted=True,
             amount=amount,
             balance=wallet.balance() if wallet else None,
-            available=_finite(wallet.available_now()) if wallet else None,
+            available=available,
             expires_at=expires_at,
             granted_until=granted_until,
         )

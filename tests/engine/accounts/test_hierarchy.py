@@ -217,17 +217,18 @@ def test_the_breakdown_adds_up_when_the_first_customer_arrives_in_mid_month() ->
 # Alpha has used the first tier up, so each of beta's calls costs the reseller 0.0025 EUR in
 # March: 20 calls reach the cap exactly. In April the tiers and the cap start again.
 CAP_STEPS = [
-    # (command, calls, reason, the reseller's balance after); "call" is AuthorizeAndRecord
-    ("call", 8, None, "9.880"),  # drawn 0.02
-    ("call", 10, None, "9.855"),  # drawn 0.045
-    ("call", 3, Reason.cap_exceeded, "9.855"),  # 0.045 + 0.0075 would pass 0.05
-    ("reserve", 2, None, "9.855"),  # 0.045 drawn + 0.005 held: at the cap
-    ("call", 1, Reason.cap_exceeded, "9.855"),  # the hold counts
-    ("release", 0, None, "9.855"),
-    ("call", 2, None, "9.850"),  # drawn 0.05: exactly the cap is allowed
-    ("call", 1, Reason.cap_exceeded, "9.850"),
-    ("april", 5, None, "9.800"),  # 5 x 0.01 = 0.05 in the new month
-    ("april", 1, Reason.cap_exceeded, "9.800"),
+    # (command, calls, reason, the reseller's balance after, what beta may still draw);
+    # "call" is AuthorizeAndRecord
+    ("call", 8, None, "9.880", "0.03"),  # drawn 0.02
+    ("call", 10, None, "9.855", "0.005"),  # drawn 0.045
+    ("call", 3, Reason.cap_exceeded, "9.855", "0.005"),  # 0.045 + 0.0075 would pass 0.05
+    ("reserve", 2, None, "9.855", "0"),  # 0.045 drawn + 0.005 held: at the cap
+    ("call", 1, Reason.cap_exceeded, "9.855", "0"),  # the hold counts
+    ("release", 0, None, "9.855", "0.005"),
+    ("call", 2, None, "9.850", "0"),  # drawn 0.05: exactly the cap is allowed
+    ("call", 1, Reason.cap_exceeded, "9.850", "0"),
+    ("april", 5, None, "9.800", "0"),  # 5 x 0.01 = 0.05 in the new month
+    ("april", 1, Reason.cap_exceeded, "9.800", "0"),
 ]
 
 
@@ -235,7 +236,7 @@ def test_a_capped_customer_is_denied_exactly_when_its_draws_would_pass_the_cap()
     book = reseller_with_customers()
     assert book.calls("alpha", 10).amount == Decimal("0.10")
     reservation = ""
-    for position, (command, calls, reason, balance) in enumerate(CAP_STEPS):
+    for position, (command, calls, reason, balance, room) in enumerate(CAP_STEPS):
         at = MARCH + 100 + position
         if command == "reserve":
             reservation = f"hold-{position}"
@@ -247,6 +248,8 @@ def test_a_capped_customer_is_denied_exactly_when_its_draws_would_pass_the_cap()
             outcome = book.calls("beta", calls, APRIL + position if command == "april" else at)
         assert outcome.reason == reason, (position, outcome)
         assert book.tree.balance("reseller") == Decimal(balance), position
+        # What beta may still spend is the room under its cap, not the reseller's pool.
+        assert book.tree.available("beta") == Decimal(room), position
     assert book.calls("alpha", 1, APRIL + 60).accepted  # the cap binds beta alone
 
 
