@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Final, TypeVar
@@ -30,6 +31,7 @@ from gateway import errors
 from gateway.coalescer import Coalescer
 from gateway.config import GatewayConfig
 from gateway.errors import ApiError
+from gateway.grants import GrantBook
 from gateway.hosts import (
     HostBusy,
     HostFailed,
@@ -102,6 +104,17 @@ class Gateway:
         self.overdrafts = Overdrafts(
             self.policies, transport, self.coalescer, self.now, self.metrics.count_failure_policy
         )
+        self.grants = (
+            GrantBook(
+                self.coalescer,
+                transport.host_of,
+                config,
+                clock,
+                self.metrics.set_grants_outstanding,
+            )
+            if config.grants_enabled
+            else None
+        )
 
     def now(self) -> Instant:
         return int(self.clock())
@@ -116,6 +129,8 @@ class Gateway:
         return lineage[0]
 
     async def aclose(self) -> None:
+        if self.grants is not None:
+            await self.grants.aclose()  # its final reports go through the coalescer
         await self.overdrafts.aclose()
         await self.coalescer.aclose()
         self.policies.close()
@@ -134,7 +149,7 @@ def create_app(
 ) -> Starlette:
     """The gateway over ``hosts`` (started or attached), with tenants and API keys in the SQL
     database at ``catalogue_url`` (migrated)."""
-    config = config or GatewayConfig()
+    config = config or GatewayConfig.from_environment(os.environ)
     transport = (
         RayHosts(hosts, timeout_seconds=config.call_timeout_seconds)
         if isinstance(hosts, Hosts)
@@ -194,6 +209,11 @@ def _command_endpoint(kind: type[CommandRequest]) -> Endpoint:
         key = await gateway.verifier.authenticate(request.headers.get("authorization"))
         message = _decode(await _read_body(request, gateway.config.body_bytes_max), kind)
         root = await gateway.root_in_scope(key, message.tenant)
+        if gateway.grants is not None:
+            granted = gateway.grants.answer(root, message)
+            if granted is not None:
+                gateway.metrics.decided(name, _GRANTED)
+                return _json(granted)  # from a slice this process holds
         host = gateway.transport.host_of(root)
         command = message.command(gateway.now())
         local = gateway.overdrafts.answer_locally(root, command)
@@ -204,6 +224,8 @@ def _command_endpoint(kind: type[CommandRequest]) -> Endpoint:
         except HostUnavailable:
             return _json(await gateway.overdrafts.degrade(root, command))
         gateway.metrics.decided(name, outcome)
+        if gateway.grants is not None:
+            gateway.grants.observe(root, message, outcome)
         return _json(_decision(message.id, outcome))
 
     endpoint.__name__ = name
@@ -247,6 +269,8 @@ async def events(request: Request) -> Response:
     return _json(EventsResponse(accepted=accepted, refused=refused, results=results))
 
 
+_GRANTED: Final = Outcome(accepted=True)
+"""What a record answered from a grant counts as in the metrics."""
 _UNKNOWN_TENANT: Final = Outcome(
     accepted=False, reason=Reason.unknown_tenant, field="tenant", message="no such tenant"
 )

@@ -214,6 +214,11 @@ class Decision(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """True when the host did not answer and the tenant's ``allow_overdraft`` failure policy
     allowed the request; ``amount`` is then the gateway's estimate, and the usage is recorded
     with the host once it answers again."""
+    grant: str | None = None
+    """The grant a one-step record was answered from: a slice of the account's money that a
+    gateway process held and answered it with, at the slice's unit price, without asking the
+    host (``balance`` and ``available`` are then not known). The use is reported to the host
+    within moments; see "Grants" in the gateway's README."""
 
     @classmethod
     def of(cls, command_id: str, outcome: Outcome) -> Decision:
@@ -230,6 +235,7 @@ class Decision(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
             expires_at=outcome.expires_at,
             granted_until=outcome.granted_until,
             alerts=outcome.alerts,
+            grant=outcome.grant,
         )
 
 
