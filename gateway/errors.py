@@ -18,6 +18,7 @@ from typing import Final
 import msgspec
 
 from engine.accounts import Reason
+from engine.accounts.commands import DECISIONS  # refusals answered 200, accepted false
 
 
 class ErrorBody(msgspec.Struct, frozen=True, kw_only=True):
@@ -42,18 +43,6 @@ class ApiError(Exception):
         self.body = ErrorBody(code=code, message=message, field=field)
         self.headers = headers or {}
 
-
-DECISIONS: Final = frozenset(
-    {
-        Reason.insufficient_credit,
-        Reason.quota_exceeded,
-        Reason.cap_exceeded,
-        Reason.account_suspended,
-        Reason.account_cut_off,
-        Reason.grant_exceeded,
-    }
-)
-"""Refusals that answer the question the request asked: 200 with ``accepted: false``."""
 
 REASON_STATUS: Final[dict[Reason, int]] = {
     Reason.unknown_tenant: 404,

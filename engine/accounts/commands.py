@@ -240,6 +240,23 @@ class Reason(StrEnum):
     grant_not_linear = "grant_not_linear"
 
 
+DECISIONS: Final = frozenset(
+    {
+        Reason.insufficient_credit,
+        Reason.quota_exceeded,
+        Reason.cap_exceeded,
+        Reason.account_suspended,
+        Reason.account_cut_off,
+        Reason.grant_exceeded,
+    }
+)
+"""Refusals that decide what was asked (no, for lack of money, quota or standing). Like an
+acceptance, they spend the command's id: a retry gets the same answer. Every other refusal
+says the command itself was wrong; it changes nothing and leaves the id unspent, so that the
+corrected command can be sent with it (as payment APIs do with requests that fail
+validation)."""
+
+
 class AlertKind(StrEnum):
     balance_below = "balance_below"
     budget_reached = "budget_reached"

@@ -136,7 +136,9 @@ class TenantTree:
         if alerts:
             outcome = msgspec.structs.replace(outcome, alerts=tuple(alerts))
             state.alerts.extend(alerts)
-        if command.__class__ is not c.Advance:
+        if command.__class__ is not c.Advance and (
+            outcome.accepted or outcome.reason in c.DECISIONS
+        ):
             self._remember(command, time, outcome)
         state.clock = time
         state.commands_applied += 1

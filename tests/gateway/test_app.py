@@ -231,6 +231,25 @@ async def test_a_retry_gets_the_original_answer_and_a_reused_id_is_a_conflict(
     assert Decimal((await balance(client, key, tenant))["balance"]) == Decimal("9.25")
 
 
+async def test_a_request_refused_as_wrong_leaves_its_id_for_the_corrected_one(
+    stack: Stack, client: httpx.AsyncClient
+) -> None:
+    tenant = stack.tenant(credit="10")
+    key = stack.app_key(tenant)
+    body = {"id": "fix-me", "tenant": tenant, "meter": "fax"}
+    wrong = await post(client, key, "/v1/record", body)
+    assert (wrong.status_code, wrong.json()["code"], wrong.json()["field"]) == (
+        422,
+        "rating_rejected",
+        "meter",
+    )
+    fixed = await post(client, key, "/v1/record", body | {"meter": "calls"})
+    assert fixed.status_code == 200 and fixed.json()["accepted"] is True, fixed.text
+    again = await post(client, key, "/v1/record", body | {"meter": "calls"})
+    assert again.content == fixed.content  # now the id is spent
+    assert Decimal((await balance(client, key, tenant))["balance"]) == Decimal("9.75")
+
+
 # Coalescing and races -----------------------------------------------------------------------
 
 

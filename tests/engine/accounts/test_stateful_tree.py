@@ -67,6 +67,7 @@ from engine.accounts import (
     decode,
     encode,
 )
+from engine.accounts.commands import DECISIONS
 from engine.accounts.ledger import (
     ADJUSTMENT,
     BREAKAGE,
@@ -1601,13 +1602,20 @@ class TreeMachine(RuleBasedStateMachine):
 
     @invariant()
     def ids_are_remembered(self) -> None:
-        """Every id is remembered with its outcome for at least a day."""
+        """Every id an acceptance or a decision spent is remembered with its outcome for at
+        least a day; a command refused as wrong leaves its id unspent."""
         window, sent = id_window(self.tree.state), self.books.sent
         assert set(window) <= set(sent)
         for key, remembered in window.items():
             assert remembered.outcome == sent[key][1]
+            assert remembered.outcome.accepted or remembered.outcome.reason in DECISIONS
         oldest = self.books.clock - REMEMBERED_SECONDS
-        assert {key for key, (_, _, at) in sent.items() if at >= oldest} <= set(window)
+        spent = {
+            key
+            for key, (_, outcome, at) in sent.items()
+            if at >= oldest and (outcome.accepted or outcome.reason in DECISIONS)
+        }
+        assert spent <= set(window)
 
 
 # About ten seconds on a CI runner: far inside the minute the suite allows, so that a failure
