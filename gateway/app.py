@@ -176,16 +176,13 @@ def create_app(
 def _routes() -> list[Route]:
     from gateway.admin import admin_routes  # admin.py builds on this module's helpers
 
+    # Starlette tries routes in order: the hot path comes first.
     return [
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/readyz", readyz, methods=["GET"]),
-        Route("/metrics", metrics_endpoint, methods=["GET"]),
-        Route("/openapi.json", openapi_json, methods=["GET"]),
+        Route("/v1/record", _command_endpoint(RecordRequest), methods=["POST"]),
         Route("/v1/authorize", _command_endpoint(AuthorizeRequest), methods=["POST"]),
         Route("/v1/capture", _command_endpoint(CaptureRequest), methods=["POST"]),
-        Route("/v1/release", _command_endpoint(ReleaseRequest), methods=["POST"]),
-        Route("/v1/record", _command_endpoint(RecordRequest), methods=["POST"]),
         Route("/v1/events", events, methods=["POST"]),
+        Route("/v1/release", _command_endpoint(ReleaseRequest), methods=["POST"]),
         Route("/v1/sessions/start", _command_endpoint(SessionStartRequest), methods=["POST"]),
         Route(
             "/v1/sessions/heartbeat", _command_endpoint(SessionHeartbeatRequest), methods=["POST"]
@@ -194,6 +191,10 @@ def _routes() -> list[Route]:
         Route("/v1/tenants/{tenant}/balance", balance, methods=["GET"]),
         Route("/v1/tenants/{tenant}/usage", usage, methods=["GET"]),
         Route("/v1/quote", quote, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+        Route("/openapi.json", openapi_json, methods=["GET"]),
         *admin_routes(),
     ]
 

@@ -14,7 +14,9 @@ machine:
    wrk2 would; wrk2 is not packaged in Debian);
 5. measures batch ingestion (``POST /v1/events``, 1,000 events per request) in events per
    second;
-6. reads every tenant's balance back, to check that what was counted as done was charged.
+6. starts the server again on the same data with gateway-held grants on
+   (``METERWERK_GRANTS_ENABLED=true``) and measures authorise-and-record again;
+7. reads every tenant's balance back, to check that what was counted as done was charged.
 
 The load generator shares the machine's cores with the server, as the targets assume. The
 last line printed is one JSON object with every figure.
@@ -42,7 +44,7 @@ from load_tests.http_tools import (
     wait_until_ready,
     wrk,
 )
-from load_tests.open_loop import OpenLoopResult, run_open_loop
+from load_tests.open_loop import OpenLoopResult, RequestMaker, run_open_loop
 
 HERE: Final = Path(__file__).resolve().parent
 WRK_MISSING: Final = (
@@ -57,6 +59,9 @@ BATCH: Final = 1_000
 TARGET_RECORD_RATIO: Final = 0.5
 TARGET_HALF_RATE_P99_MS: Final = 10.0
 TARGET_EVENTS_PER_S: Final = 100_000
+TARGET_GRANTS_RATIO: Final = 0.8
+GRANT_REPORTS_SECONDS: Final = 1.0
+"""Time for the gateway to report what its grants answered, before the balances are read."""
 GATEWAY_UVICORN: Final[dict[str, Any]] = {
     # As ``meterwerk.serve`` runs the gateway: one process, the asyncio loop, the HTTP parser
     # uvicorn picks (httptools when installed), no access log.
@@ -100,11 +105,14 @@ def serve_trivial(port: int) -> None:
 class Bench:
     """One run: its temporary directory, its children, the figures measured so far."""
 
-    def __init__(self, seconds: float, connections: int, threads: int, tenants: int) -> None:
+    def __init__(
+        self, seconds: float, connections: int, threads: int, tenants: int, hosts: int | None
+    ) -> None:
         self.seconds = seconds
         self.connections = connections
         self.threads = threads
         self.tenants = tenants
+        self.hosts = hosts
         self.directory = Path(tempfile.mkdtemp(prefix="meterwerk-bench-http-"))
         self.figures: dict[str, Any] = {
             "benchmark": "http",
@@ -112,6 +120,7 @@ class Bench:
             "connections": connections,
             "wrk_threads": threads,
             "tenants": tenants,
+            "hosts": hosts,
         }
         # 2xx answers per URL, and connections over all runs (a run's requests in flight at
         # its end may be applied but are not counted): what the charges are checked against.
@@ -162,7 +171,7 @@ class Bench:
         return result.requests_per_second
 
 
-def _seed(directory: Path, tenants: int) -> dict[str, list[dict[str, str]]]:
+def _seed(directory: Path, tenants: int, hosts: int | None) -> dict[str, list[dict[str, str]]]:
     data = directory / "data"
     child = Child(
         [
@@ -181,6 +190,7 @@ def _seed(directory: Path, tenants: int) -> dict[str, list[dict[str, str]]]:
             "0",
             "--storage",
             "0",
+            *_hosts_option(hosts),
         ],
         directory / "seed.log",
     )
@@ -193,31 +203,65 @@ def _seed(directory: Path, tenants: int) -> dict[str, list[dict[str, str]]]:
 
 
 def _measure_server(bench: Bench, ceiling: float) -> None:
-    seeded = _seed(bench.directory, bench.tenants)
+    seeded = _seed(bench.directory, bench.tenants, bench.hosts)
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-m", "meterwerk.cli", "serve", "--port", str(port)]
-    child = Child(
-        [*command, "--data-dir", str(bench.directory / "data")], bench.directory / "serve.log"
-    )
+    child = _start_server(bench, port)
     try:
-        wait_until_ready(f"{base}/readyz", child, 120.0)
         _measure_records(bench, base, seeded["api"], ceiling)
         _measure_half_rate(bench, port, seeded["api"])
         _measure_events(bench, base, seeded["backfill"], ceiling)
+    finally:
+        child.stop()
+    # The same data and port again, with gateway-held grants: the charges of both runs are
+    # checked together at the end, after the grants' reports have arrived.
+    child = _start_server(bench, port, {"METERWERK_GRANTS_ENABLED": "true"})
+    try:
+        _measure_records(bench, base, seeded["api"], ceiling, grants=True)
+        time.sleep(GRANT_REPORTS_SECONDS)
         _check_charges(bench, base, seeded)
     finally:
         child.stop()
 
 
-def _measure_records(bench: Bench, base: str, api: list[dict[str, str]], ceiling: float) -> None:
+def _start_server(bench: Bench, port: int, env: dict[str, str] | None = None) -> Child:
+    command = [sys.executable, "-m", "meterwerk.cli", "serve", "--port", str(port)]
+    command += _hosts_option(bench.hosts)
+    command += ["--data-dir", str(bench.directory / "data")]
+    child = Child(command, bench.directory / "serve.log", env)
+    try:
+        wait_until_ready(f"http://127.0.0.1:{port}/readyz", child, 120.0)
+    except BaseException:
+        child.stop()
+        raise
+    return child
+
+
+def _hosts_option(hosts: int | None) -> list[str]:
+    """None: the server's default, one account host per core."""
+    return [] if hosts is None else ["--hosts", str(hosts)]
+
+
+def _measure_records(
+    bench: Bench, base: str, api: list[dict[str, str]], ceiling: float, *, grants: bool = False
+) -> None:
     result = bench.wrk(f"{base}/v1/record", "record.lua", api)
+    if grants:
+        bench.figures.update(
+            grants_record_rps=round(result.requests_per_second),
+            grants_record_ratio=round(result.requests_per_second / ceiling, 3),
+            grants_record_p50_ms=result.latency_p50_ms,
+            grants_record_p99_ms=result.latency_p99_ms,
+            grants_record_non_2xx=result.non_2xx,
+        )
+        return
     bench.figures.update(
         record_rps=round(result.requests_per_second),
         record_ratio=round(result.requests_per_second / ceiling, 3),
         record_p50_ms=result.latency_p50_ms,
         record_p99_ms=result.latency_p99_ms,
-        record_errors=result.errors,
+        record_non_2xx=result.non_2xx,
+        record_socket_errors=result.socket_errors,
     )
 
 
@@ -252,7 +296,7 @@ def _measure_half_rate(bench: Bench, port: int, api: list[dict[str, str]]) -> No
     bench.in_flight[url] += result.failures
 
 
-def _record_request(port: int, account: dict[str, str], run: str) -> Any:
+def _record_request(port: int, account: dict[str, str], run: str) -> RequestMaker:
     head = (
         f"POST /v1/record HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
         f"Authorization: Bearer {account['key']}\r\nContent-Type: application/json\r\n"
@@ -291,7 +335,8 @@ def _measure_events(
         events_ratio=round(events / ceiling, 3),
         events_connections=connections,
         events_request_p99_ms=result.latency_p99_ms,
-        events_errors=result.errors,
+        events_non_2xx=result.non_2xx,
+        events_socket_errors=result.socket_errors,
     )
 
 
@@ -318,8 +363,10 @@ def _balance(base: str, account: dict[str, str]) -> Decimal:
     return Decimal(answer["balance"])
 
 
-def measure(seconds: float, connections: int, threads: int, tenants: int) -> dict[str, Any]:
-    bench = Bench(seconds, connections, threads, tenants)
+def measure(
+    seconds: float, connections: int, threads: int, tenants: int, hosts: int | None
+) -> dict[str, Any]:
+    bench = Bench(seconds, connections, threads, tenants, hosts)
     try:
         ceiling = bench.measure_ceiling()
         _measure_server(bench, ceiling)
@@ -328,12 +375,18 @@ def measure(seconds: float, connections: int, threads: int, tenants: int) -> dic
     return bench.figures
 
 
-def run(seconds: float = 10.0, connections: int = 64, threads: int = 2, tenants: int = 4) -> int:
+def run(
+    seconds: float = 10.0,
+    connections: int = 64,
+    threads: int = 2,
+    tenants: int = 4,
+    hosts: int | None = None,
+) -> int:
     if shutil.which("wrk") is None:
         print(WRK_MISSING, file=sys.stderr)
         return 2
     began = time.monotonic()
-    figures = measure(seconds, connections, threads, tenants)
+    figures = measure(seconds, connections, threads, tenants, hosts)
     figures["run_seconds"] = round(time.monotonic() - began, 1)
     _print(figures)
     print(json.dumps(figures))
@@ -358,13 +411,21 @@ def _print(f: dict[str, Any]) -> None:
         f"batch ingestion ({BATCH:,} per request): {f['events_per_s']:>9,} events/s "
         f"({f['events_ratio']:.2f} × the ceiling; target {TARGET_EVENTS_PER_S:,}/s)"
     )
-    print("with grants: not measured (grants held by the gateway are not built yet)")
+    print(
+        f"authorise-and-record with grants:     {f['grants_record_rps']:>9,} requests/s "
+        f"({f['grants_record_ratio']:.2f} of the ceiling; target {TARGET_GRANTS_RATIO}), "
+        f"p50 {f['grants_record_p50_ms']} ms, p99 {f['grants_record_p99_ms']} ms"
+    )
     print(
         f"charged, from the balances: {f['charged']['records']:,} records, "
         f"{f['charged']['events']:,} events, for {f['answered']['records']:,} and "
         f"{f['answered']['events']:,} answered: "
-        f"{'as expected' if f['charges_match'] else 'MISMATCH'}; errors: records "
-        f"{f['record_errors']}, half rate {half['failures']}, events {f['events_errors']}"
+        f"{'as expected' if f['charges_match'] else 'MISMATCH'}"
+    )
+    print(
+        f"non-2xx answers and socket errors: records {f['record_non_2xx']} and "
+        f"{f['record_socket_errors']}, half rate {half['failures']} in all, events "
+        f"{f['events_non_2xx']} and {f['events_socket_errors']}"
     )
 
 

@@ -40,6 +40,8 @@ BACKFILL_SECONDS_MAX: Final = 6 * 3_600
 """How far back backfilled usage goes at most, and never before the current month: the load
 tariffs bill monthly in UTC, and usage in a closed period is refused as ``event_too_late``."""
 HEARTBEATS_MAX: Final = 20
+RETRIES_MAX: Final = 5
+RETRY_AFTER_MAX_SECONDS: Final = 5.0
 OUT_OF_CREDIT: Final = frozenset({"insufficient_credit", "account_cut_off"})
 _SUMMARY: Final = re.compile(rb'^\{"accepted":(\d+),"refused":(\d+)')
 _ids = itertools.count()
@@ -224,14 +226,32 @@ def _refusal(
 
 
 def _post_events(user: _MeterwerkUser, events: list[dict[str, Any]], name: str) -> None:
-    """Every event must be accepted; the summary is read without decoding the results."""
-    with user.client.post(
-        "/v1/events", json={"events": events}, headers=user.headers, name=name, catch_response=True
-    ) as answer:
-        found = _SUMMARY.match(answer.content or b"") if answer.status_code == 200 else None
-        if found is None:
-            answer.failure(f"{answer.status_code}: {(answer.text or '')[:300]}")
-        elif int(found[2]):
-            answer.failure(f"{found[2]} of {len(events)} events refused: {answer.text[:300]}")
-        else:
-            answer.success()
+    """Every event must be accepted; the summary is read without decoding the results. A 429
+    (the host's queue is full) is the server protecting itself: the batch is sent again, with
+    the same ids, after ``Retry-After``, as an importer should."""
+    for _ in range(RETRIES_MAX):
+        with user.client.post(
+            "/v1/events",
+            json={"events": events},
+            headers=user.headers,
+            name=name,
+            catch_response=True,
+        ) as answer:
+            if answer.status_code == 429:
+                answer.success()
+                _refusal(
+                    user, name, {"reason": "host_busy (sent again)"}, {"host_busy (sent again)"}
+                )
+                retry_after = float(answer.headers.get("Retry-After") or 1)
+                gevent.sleep(min(RETRY_AFTER_MAX_SECONDS, retry_after))
+                continue
+            found = _SUMMARY.match(answer.content or b"") if answer.status_code == 200 else None
+            if found is None:
+                answer.failure(f"{answer.status_code}: {(answer.text or '')[:300]}")
+            elif int(found[2]):
+                refused = int(found[2])
+                answer.failure(f"{refused} of {len(events)} events refused: {answer.text[:300]}")
+            else:
+                answer.success()
+            return
+    _refusal(user, name, {"reason": f"host_busy {RETRIES_MAX} times"}, set())

@@ -1,11 +1,13 @@
-"""An open-loop HTTP load generator: requests at a fixed rate, latency from the intended send.
+"""An open-loop HTTP load generator: requests at a fixed rate, whatever the answers do.
 
 wrk is a closed loop: each connection sends its next request when the previous answer came,
 so a server that stalls is sent less and its stall shows in few samples (coordinated
-omission). wrk2 fixes that with a fixed rate, but it is not packaged in Debian. This sends
-request ``k`` at ``start + k / rate`` on the first idle connection of a bounded pool (or as
-soon as one is idle) and measures each latency from ``start + k / rate``: time spent waiting
-for a connection counts, as it does for a client on a schedule.
+omission). wrk2 fixes that with a fixed rate, but it is not packaged in Debian. This one wakes
+every millisecond (the resolution of the event loop's timers; a finer sleep spins a core) and
+sends the requests that have fallen due, request ``k`` at ``start + k / rate``, each on an idle
+connection of a bounded pool, or queued until one is idle. A latency runs from the tick at
+which its request fell due: time queued for a connection, because the server had not yet
+answered, counts; the generator's own timer granularity (under a millisecond) does not.
 
 It speaks just enough HTTP/1.1 for the gateway and the trivial endpoint: keep-alive, answers
 with ``Content-Length``. Latencies are floats in seconds; they never touch money.
@@ -23,7 +25,7 @@ import msgspec
 
 CONNECTIONS_MAX: Final = 1_024
 RATE_MAX: Final = 100_000.0
-TICK_SECONDS: Final = 0.000_5
+TICK_SECONDS: Final = 0.001
 ANSWER_BYTES_MAX: Final = 1024**2
 """A longer answer is a fault of the server under test."""
 
@@ -50,6 +52,7 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
         self.sequence = -1
+        self.due_at = 0.0
         self.lost = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -62,9 +65,10 @@ class _Connection(asyncio.Protocol):
             sequence, self.sequence = self.sequence, -1
             self.done(self, sequence, False)
 
-    def send(self, sequence: int, request: bytes) -> None:
+    def send(self, sequence: int, request: bytes, due_at: float) -> None:
         assert self.transport is not None and self.sequence < 0
         self.sequence = sequence
+        self.due_at = due_at
         self.transport.write(request)
 
     def data_received(self, data: bytes) -> None:
@@ -110,18 +114,17 @@ async def run_open_loop(
     latencies: list[float] = []
     failures = 0
     idle: deque[_Connection] = deque()
-    waiting: deque[int] = deque()
-    start = 0.0
+    waiting: deque[tuple[int, float]] = deque()
 
     def done(connection: _Connection, sequence: int, ok: bool) -> None:
         nonlocal failures
-        latencies.append(time.perf_counter() - (start + sequence / rate))
+        latencies.append(time.perf_counter() - connection.due_at)
         failures += not ok
         if connection.lost:
             return
         if waiting:
-            next_sequence = waiting.popleft()
-            connection.send(next_sequence, make_request(next_sequence))
+            next_sequence, due_at = waiting.popleft()
+            connection.send(next_sequence, make_request(next_sequence), due_at)
         else:
             idle.append(connection)
 
@@ -133,12 +136,13 @@ async def run_open_loop(
     start = time.perf_counter()
     sent = 0
     while sent < total:
-        due = min(total, int((time.perf_counter() - start) * rate) + 1)
+        now = time.perf_counter()
+        due = min(total, int((now - start) * rate) + 1)
         for sequence in range(sent, due):
             if idle:
-                idle.popleft().send(sequence, make_request(sequence))
+                idle.popleft().send(sequence, make_request(sequence), now)
             else:
-                waiting.append(sequence)
+                waiting.append((sequence, now))
         sent = due
         await asyncio.sleep(TICK_SECONDS)
     drain_until = time.perf_counter() + 5.0

@@ -258,6 +258,8 @@ def _print_demo(server: Server, options: ServeOptions) -> None:
 
 
 def _run_gateway(app: Any, options: ServeOptions) -> None:
+    import gc
+
     import uvicorn
 
     print(
@@ -265,6 +267,11 @@ def _run_gateway(app: Any, options: ServeOptions) -> None:
         f"(data in {Path(options.data_dir).resolve()})",
         file=sys.stderr,
     )
+    # Ray, SQLAlchemy and the rest leave some hundred thousand long-lived objects, and every
+    # full collection walked them all: pauses of up to 70 ms, which were the p99 latency of
+    # the hot path (load_tests/bench_http.py). Frozen, the collector skips them.
+    gc.collect()
+    gc.freeze()
     uvicorn.run(
         app,
         host=options.bind,
