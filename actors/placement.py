@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
+from typing import Final
+
+CACHED_MAX: Final = 100_000
+"""Roots whose host is remembered; the hash costs microseconds, paid on every request."""
 
 
 def _weight(host: str, root: str) -> int:
@@ -28,13 +32,24 @@ class Placement:
         unknown = sorted(set(self.pins.values()) - set(self.hosts))
         if unknown:
             raise ValueError(f"pins: unknown hosts {unknown}")
+        pinned = set(self.pins.values())
+        self._candidates = [h for h in self.hosts if h not in pinned] or list(self.hosts)
+        # A placement never changes, so an answer may be kept; the memo is emptied whole when
+        # full, which keeps it bounded at no cost per lookup.
+        self._found: dict[str, str] = {}
 
     def host_of(self, root: str) -> str:
+        found = self._found.get(root)
+        if found is not None:
+            return found
         pinned = self.pins.get(root)
         if pinned is not None:
             return pinned
-        candidates = [h for h in self.hosts if h not in self.pins.values()] or list(self.hosts)
-        return max(candidates, key=lambda host: _weight(host, root))
+        found = max(self._candidates, key=lambda host: _weight(host, root))
+        if len(self._found) >= CACHED_MAX:
+            self._found.clear()
+        self._found[root] = found
+        return found
 
 
 def host_names(count: int, prefix: str = "meterwerk-host") -> list[str]:

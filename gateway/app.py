@@ -242,12 +242,12 @@ async def events(request: Request) -> Response:
     roots = await _event_roots(gateway, key, [event.tenant for event in message.events])
     now = gateway.now()
     outcomes: list[Outcome] = [_UNKNOWN_TENANT] * len(message.events)
+    hosts = {root: gateway.transport.host_of(root) for root in set(roots.values()) if root}
     by_host: dict[str, list[tuple[int, tuple[str, Command]]]] = {}
     for position, event in enumerate(message.events):
         root = roots[event.tenant]
         if root is not None:
-            host = gateway.transport.host_of(root)
-            by_host.setdefault(host, []).append((position, (root, event.command(now))))
+            by_host.setdefault(hosts[root], []).append((position, (root, event.command(now))))
     chunk = gateway.config.batch_max
     sends = [
         (host, placed[start : start + chunk])
