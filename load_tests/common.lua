@@ -1,4 +1,5 @@
--- What record.lua and events.lua share: the tenants with their keys, and id prefixes.
+-- What record.lua and events.lua share: the tenants with their keys, thread numbers and id
+-- prefixes.
 local common = {}
 
 local function split(text)
@@ -25,6 +26,16 @@ function common.accounts()
     }
   end
   return accounts
+end
+
+-- wrk's setup(thread), run in the main state for each thread: numbers the threads, so that
+-- each has a thread_id of its own (see common.prefix). A script takes it with
+-- `setup = common.setup`.
+local threads = 0
+
+function common.setup(thread)
+  thread:set("thread_id", threads)
+  threads = threads + 1
 end
 
 -- Ids are "<run>-<thread>-<counter>": unique per request across the threads of one run.

@@ -11,12 +11,7 @@
 -- common.lua is found beside this script, wherever wrk is started from.
 local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
 local common = dofile(here .. "common.lua")
-local threads = {}
-
-function setup(thread)
-  thread:set("thread_id", #threads)
-  table.insert(threads, thread)
-end
+setup = common.setup
 
 function init(args)
   accounts = common.accounts()
