@@ -25,7 +25,6 @@ last line printed is one JSON object with every figure.
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import shutil
 import sys
@@ -62,15 +61,6 @@ TARGET_EVENTS_PER_S: Final = 100_000
 TARGET_GRANTS_RATIO: Final = 0.8
 GRANT_REPORTS_SECONDS: Final = 1.0
 """Time for the gateway to report what its grants answered, before the balances are read."""
-GATEWAY_UVICORN: Final[dict[str, Any]] = {
-    # As ``meterwerk.serve`` runs the gateway: one process, the asyncio loop, the HTTP parser
-    # uvicorn picks (httptools when installed), no access log.
-    "loop": "asyncio",
-    "lifespan": "on",
-    "access_log": False,
-    "log_level": "warning",
-    "workers": 1,
-}
 
 
 def trivial_app() -> Any:
@@ -87,19 +77,9 @@ def trivial_app() -> Any:
 
 
 def serve_trivial(port: int) -> None:
-    import uvicorn
+    from meterwerk.serve import run_uvicorn
 
-    from meterwerk.serve import CONNECTIONS_MAX
-
-    gc.collect()
-    gc.freeze()
-    uvicorn.run(
-        trivial_app(),
-        host="127.0.0.1",
-        port=port,
-        limit_concurrency=CONNECTIONS_MAX,
-        **GATEWAY_UVICORN,
-    )
+    run_uvicorn(trivial_app(), "127.0.0.1", port, log_level="warning")
 
 
 class Bench:
@@ -130,14 +110,21 @@ class Bench:
     def close(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)
 
-    def wrk(self, url: str, script: str, accounts: list[dict[str, str]], **kw: Any) -> WrkResult:
+    def wrk(
+        self,
+        url: str,
+        script: str,
+        accounts: list[dict[str, str]],
+        env: dict[str, str] | None = None,
+        connections: int | None = None,
+    ) -> WrkResult:
         """A warm-up of a fifth of the time, then the measurement."""
         env = {
             "METERWERK_TENANTS": ",".join(a["tenant"] for a in accounts),
             "METERWERK_KEYS": ",".join(a["key"] for a in accounts),
-            **kw.pop("env", {}),
+            **(env or {}),
         }
-        connections = kw.pop("connections", self.connections)
+        connections = connections or self.connections
         results = [
             wrk(
                 url,
@@ -208,7 +195,8 @@ def _measure_server(bench: Bench, ceiling: float) -> None:
     base = f"http://127.0.0.1:{port}"
     child = _start_server(bench, port)
     try:
-        _measure_records(bench, base, seeded["api"], ceiling)
+        result = _measure_records(bench, base, seeded["api"], ceiling, "record")
+        bench.figures["record_socket_errors"] = result.socket_errors
         _measure_half_rate(bench, port, seeded["api"])
         _measure_events(bench, base, seeded["backfill"], ceiling)
     finally:
@@ -217,7 +205,7 @@ def _measure_server(bench: Bench, ceiling: float) -> None:
     # checked together at the end, after the grants' reports have arrived.
     child = _start_server(bench, port, {"METERWERK_GRANTS_ENABLED": "true"})
     try:
-        _measure_records(bench, base, seeded["api"], ceiling, grants=True)
+        _measure_records(bench, base, seeded["api"], ceiling, "grants_record")
         time.sleep(GRANT_REPORTS_SECONDS)
         _check_charges(bench, base, seeded)
     finally:
@@ -243,26 +231,20 @@ def _hosts_option(hosts: int | None) -> list[str]:
 
 
 def _measure_records(
-    bench: Bench, base: str, api: list[dict[str, str]], ceiling: float, *, grants: bool = False
-) -> None:
+    bench: Bench, base: str, api: list[dict[str, str]], ceiling: float, prefix: str
+) -> WrkResult:
+    """Figures ``<prefix>_rps``, ``_ratio``, ``_p50_ms``, ``_p99_ms``, ``_non_2xx``."""
     result = bench.wrk(f"{base}/v1/record", "record.lua", api)
-    if grants:
-        bench.figures.update(
-            grants_record_rps=round(result.requests_per_second),
-            grants_record_ratio=round(result.requests_per_second / ceiling, 3),
-            grants_record_p50_ms=result.latency_p50_ms,
-            grants_record_p99_ms=result.latency_p99_ms,
-            grants_record_non_2xx=result.non_2xx,
-        )
-        return
     bench.figures.update(
-        record_rps=round(result.requests_per_second),
-        record_ratio=round(result.requests_per_second / ceiling, 3),
-        record_p50_ms=result.latency_p50_ms,
-        record_p99_ms=result.latency_p99_ms,
-        record_non_2xx=result.non_2xx,
-        record_socket_errors=result.socket_errors,
+        {
+            f"{prefix}_rps": round(result.requests_per_second),
+            f"{prefix}_ratio": round(result.requests_per_second / ceiling, 3),
+            f"{prefix}_p50_ms": result.latency_p50_ms,
+            f"{prefix}_p99_ms": result.latency_p99_ms,
+            f"{prefix}_non_2xx": result.non_2xx,
+        }
     )
+    return result
 
 
 def _measure_half_rate(bench: Bench, port: int, api: list[dict[str, str]]) -> None:

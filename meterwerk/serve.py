@@ -29,6 +29,13 @@ LAYOUT_FILE: Final = "layout.json"
 SNAPSHOT_TIMEOUT_SECONDS: Final = 60.0
 CONNECTIONS_MAX: Final = 10_000
 """Connections and requests in progress at a time; uvicorn answers 503 past it."""
+UVICORN: Final[dict[str, Any]] = {
+    "loop": "asyncio",  # Ray's ObjectRefs are awaited on asyncio
+    "lifespan": "on",
+    "access_log": False,
+    "limit_concurrency": CONNECTIONS_MAX,
+}
+"""How the gateway is served; ``bench http`` serves its trivial endpoint the same way."""
 
 
 class ServeError(Exception):
@@ -258,31 +265,26 @@ def _print_demo(server: Server, options: ServeOptions) -> None:
 
 
 def _run_gateway(app: Any, options: ServeOptions) -> None:
-    import gc
-
-    import uvicorn
-
     print(
         f"meterwerk: serving on http://{options.bind}:{options.port} "
         f"(data in {Path(options.data_dir).resolve()})",
         file=sys.stderr,
     )
+    run_uvicorn(app, options.bind, options.port, timeout_graceful_shutdown=10, log_level="info")
+
+
+def run_uvicorn(app: Any, host: str, port: int, **settings: Any) -> None:
+    """Serve ``app`` with :data:`UVICORN` (and ``settings``) until stopped."""
+    import gc
+
+    import uvicorn
+
     # Ray, SQLAlchemy and the rest leave some hundred thousand long-lived objects, and every
     # full collection walked them all: pauses of up to 70 ms, which were the p99 latency of
     # the hot path (load_tests/bench_http.py). Frozen, the collector skips them.
     gc.collect()
     gc.freeze()
-    uvicorn.run(
-        app,
-        host=options.bind,
-        port=options.port,
-        loop="asyncio",  # Ray's ObjectRefs are awaited on asyncio
-        lifespan="on",
-        access_log=False,
-        limit_concurrency=CONNECTIONS_MAX,
-        timeout_graceful_shutdown=10,
-        log_level="info",
-    )
+    uvicorn.run(app, host=host, port=port, **UVICORN, **settings)
 
 
 def main(args: argparse.Namespace) -> int:
