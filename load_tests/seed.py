@@ -7,10 +7,10 @@ one usage key per tenant, stops, and writes the tenants and keys to ``loadtest.j
 data directory (the locustfile reads it). The hosts read their tariffs when they start, and
 the file journal admits one writer, so the server must not be running meanwhile.
 
-It goes through the catalogue and the hosts directly, not through an admin HTTP API, so that
-it works on any data directory ``meterwerk serve`` uses. Seeding again is harmless: the
-catalogue and the accounts already there are kept (top-ups carry fixed ids, which the accounts
-apply once), and new keys are added.
+It goes through the catalogue and the hosts directly (with ``meterwerk demo``'s helpers), not
+through an admin HTTP API, so that it works on any data directory ``meterwerk serve`` uses.
+Seeding again is harmless: the catalogue and the accounts already there are kept (top-ups
+carry fixed ids, which the accounts apply once), and new keys are added.
 """
 
 from __future__ import annotations
@@ -18,20 +18,21 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final
 
 import msgspec
 
-from engine.accounts import ConfigureTenant, Outcome, TenantSettings, TopUp
+from engine.accounts import Command, ConfigureTenant, TenantSettings, TopUp
 from engine.tariffs import decode_catalog
+from meterwerk.demo import apply_all, save_missing, usage_keys
+from persistence.catalogue import Tenant
 
 SEED_FILE: Final = "loadtest.json"
 TENANTS_MAX: Final = 1_000
 """Per scenario: every tenant is a tree in the hosts' memory and a key hash in SQL."""
-COMMANDS_PER_CALL: Final = 1_000
 
 CATALOG: Final = b"""{
   "meters": [
@@ -103,74 +104,38 @@ def seed(
     for scenario, count in counts.items():
         if scenario not in TARIFFS or not 0 <= count <= TENANTS_MAX:
             raise ValueError(f"{scenario}: a scenario of {sorted(TARIFFS)}, 0-{TENANTS_MAX}")
-    _save_catalogue(sql_url, counts)
-    hosts.reload_tariffs()
+    names = {
+        scenario: [f"{scenario}-{n}" for n in range(count)] for scenario, count in counts.items()
+    }
     now = int(time.time())
-    commands: list[tuple[str, Any]] = []
-    for scenario, count in counts.items():
+    tenants: list[Tenant] = []
+    commands: list[tuple[str, Command]] = []
+    for scenario, tenants_of in names.items():
         settings = TenantSettings(tariff=TARIFFS[scenario])
-        for position in range(count):
-            tenant = f"{scenario}-{position}"
-            amount = tenant_credit(scenario, position, credit[scenario])
+        for position, tenant in enumerate(tenants_of):
+            tenants.append(Tenant(id=tenant, name=tenant, currency="EUR", settings=settings))
             commands.append(
                 (
                     tenant,
                     ConfigureTenant(id="load-setup", tenant=tenant, time=now, settings=settings),
                 )
             )
+            amount = tenant_credit(scenario, position, credit[scenario])
             if amount > 0:
                 commands.append(
                     (tenant, TopUp(id="load-credit", tenant=tenant, time=now, amount=amount))
                 )
-    for start in range(0, len(commands), COMMANDS_PER_CALL):
-        _check(hosts.apply(commands[start : start + COMMANDS_PER_CALL]))
-    return Seeded(scenarios=_keys(sql_url, counts))
-
-
-def _save_catalogue(sql_url: str, counts: Mapping[str, int]) -> None:
-    from persistence.catalogue import Catalogue, Tenant
-
-    catalogue = Catalogue(sql_url)
-    try:
-        catalog = decode_catalog(CATALOG)
-        for meter in catalog.meters:
-            if catalogue.meter(meter.key) is None:
-                catalogue.save_meter(meter)
-        for tariff in catalog.tariffs:
-            if catalogue.tariff(tariff.key) is None:
-                catalogue.save_tariff(tariff)
-        for scenario, count in counts.items():
-            settings = TenantSettings(tariff=TARIFFS[scenario])
-            for position in range(count):
-                tenant = f"{scenario}-{position}"
-                if catalogue.tenant(tenant) is None:
-                    catalogue.save_tenant(
-                        Tenant(id=tenant, name=tenant, currency="EUR", settings=settings)
-                    )
-    finally:
-        catalogue.close()
-
-
-def _check(outcomes: Sequence[Outcome]) -> None:
-    refused = [outcome for outcome in outcomes if not outcome.accepted]
-    if refused:
-        raise RuntimeError(f"seeding was refused: {refused[:3]}")
-
-
-def _keys(sql_url: str, counts: Mapping[str, int]) -> dict[str, list[SeedTenant]]:
-    from persistence.credentials import ApiKeys
-
-    keys = ApiKeys(sql_url)
-    try:
-        return {
+    save_missing(hosts, sql_url, decode_catalog(CATALOG), tenants)
+    apply_all(hosts, commands)
+    return Seeded(
+        scenarios={
             scenario: [
-                SeedTenant(tenant=tenant, key=keys.create(["usage"], tenant)[1])
-                for tenant in (f"{scenario}-{n}" for n in range(count))
+                SeedTenant(tenant=tenant, key=key)
+                for tenant, key in zip(tenants_of, usage_keys(sql_url, tenants_of), strict=True)
             ]
-            for scenario, count in counts.items()
+            for scenario, tenants_of in names.items()
         }
-    finally:
-        keys.close()
+    )
 
 
 def seed_data_dir(
