@@ -4,20 +4,20 @@ from __future__ import annotations
 
 import argparse
 
-from meterwerk.serve import add_arguments as add_serve_arguments
+from meterwerk import serve as server
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="meterwerk", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="start the server (embedded default)")
-    add_serve_arguments(serve)
-    serve.set_defaults(handler=_serve)
+    server.add_arguments(serve)
+    serve.set_defaults(handler=server.main)
     demo = commands.add_parser(
         "demo", help="start the server with a demo tenant tree, tariffs and some usage"
     )
-    add_serve_arguments(demo, demo=True)
-    demo.set_defaults(handler=_demo, create_admin_key=False)
+    server.add_arguments(demo, demo=True)
+    demo.set_defaults(handler=server.main, demo=True, create_admin_key=False)
     bench = commands.add_parser("bench", help="run a benchmark and print its figures")
     bench.add_argument(
         "what",
@@ -37,13 +37,12 @@ def main(argv: list[str] | None = None) -> int:
     admin_key = commands.add_parser(
         "create-admin-key", help="create an admin API key and print it once"
     )
-    admin_key.add_argument("--data-dir", default="./data", help="the server's data directory")
-    admin_key.add_argument("--database-url", help="the catalogue database (default: SQLite)")
     admin_key.set_defaults(handler=_create_admin_key)
     migrate = commands.add_parser("migrate", help="bring the database schema up to date")
-    migrate.add_argument("--data-dir", default="./data")
-    migrate.add_argument("--database-url")
     migrate.set_defaults(handler=_migrate)
+    for database in (admin_key, migrate):
+        database.add_argument("--data-dir", default="./data", help="the server's data directory")
+        database.add_argument("--database-url", help="the catalogue database (default: SQLite)")
     rate = commands.add_parser("rate", help="rate a file of events against a catalogue")
     rate.add_argument("catalog", help="catalogue JSON (meters and tariffs)")
     rate.add_argument("tariff", help="tariff key")
@@ -54,30 +53,13 @@ def main(argv: list[str] | None = None) -> int:
     return int(args.handler(args) or 0)
 
 
-def _serve(args: argparse.Namespace) -> int:
-    from meterwerk.serve import main as serve
-
-    return serve(args)
-
-
-def _demo(args: argparse.Namespace) -> int:
-    args.demo = True
-    return _serve(args)
-
-
 def _database_url(args: argparse.Namespace) -> str:
-    from pathlib import Path
-
-    if args.database_url:
-        return str(args.database_url)
-    Path(args.data_dir).mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{Path(args.data_dir).resolve() / 'meterwerk.db'}"
+    options = server.ServeOptions(data_dir=args.data_dir, database_url=args.database_url)
+    return str(server.storage_config(options).sql_url)
 
 
 def _create_admin_key(args: argparse.Namespace) -> int:
-    from meterwerk.serve import create_admin_key
-
-    print(create_admin_key(_database_url(args)))
+    print(server.create_admin_key(_database_url(args)))
     return 0
 
 
@@ -99,26 +81,26 @@ def _bench(args: argparse.Namespace) -> int:
             tenants=args.tenants,
             hosts=args.hosts,
         )
-    args.seconds = args.seconds or 1.0
-    if args.what == "host":
-        from load_tests.bench_host import run_host
-
-        return run_host(seconds=args.seconds)
     if args.what == "recovery":
         from load_tests.bench_host import run_recovery
 
         return run_recovery()
+    seconds = args.seconds or 1.0
+    if args.what == "host":
+        from load_tests.bench_host import run_host
+
+        return run_host(seconds=seconds)
     if args.what == "journal":
         from load_tests.bench_journal import run as run_journal
 
-        return int(run_journal(seconds=args.seconds) or 0)
+        return run_journal(seconds=seconds)
     if args.what == "accounts":
         from load_tests.bench_accounts import run as run_accounts
 
-        return run_accounts(seconds=args.seconds)
+        return run_accounts(seconds=seconds)
     from load_tests.bench_engine import run
 
-    return run(seconds=args.seconds)
+    return run(seconds=seconds)
 
 
 def _rate(args: argparse.Namespace) -> int:
