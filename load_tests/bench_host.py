@@ -17,7 +17,6 @@ line is one JSON object.
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 import time
 import uuid
@@ -31,6 +30,7 @@ from engine.accounts import CatalogTariffs, ConfigureTenant, Record, TenantSetti
 from engine.numbers import use_engine_context
 from engine.ports import Journal
 from engine.tariffs import decode_catalog
+from load_tests.bench_journal import POSTGRES_URL, REDIS_URL
 from persistence.journal import open_journal
 from persistence.journal.memory import MemoryJournal
 
@@ -43,8 +43,6 @@ CATALOG = b"""{
     "charges": [{"key": "calls", "meter": "calls",
                  "price": {"model": "per_unit", "unit_price": "0.0001"}}]}]}]
 }"""
-POSTGRES = os.environ.get("METERWERK_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1/test")
-REDIS = os.environ.get("METERWERK_BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
 
 
 class _Discard:
@@ -101,7 +99,7 @@ def _tenants(core: HostCore, count: int) -> list[str]:
                     ),
                     (root, TopUp(id="t", tenant=root, time=START, amount=Decimal(1_000))),
                 )
-            ][:2_000]
+            ]
         )
     return roots
 
@@ -138,7 +136,7 @@ def _journals(directory: Path) -> dict[str, Callable[[], Journal]]:
         "memory (baseline)": MemoryJournal,
         "file": lambda: open_journal(str(directory / uuid.uuid4().hex), "bench"),
     }
-    for name, url in (("postgres", POSTGRES), ("redis", REDIS)):
+    for name, url in (("postgres", POSTGRES_URL), ("redis", REDIS_URL)):
         try:
             open_journal(url, f"probe-{uuid.uuid4().hex[:6]}").close()
         except Exception as error:  # a server that is not there is left out, and said so
