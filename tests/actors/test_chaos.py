@@ -21,35 +21,14 @@ from typing import Any
 import pytest
 
 from engine.accounts import Authorize, AuthorizeAndRecord, ConfigureTenant, TenantSettings, TopUp
+from tests.engine.helpers import calls_catalog
 
 PRICE = Decimal("0.01")
 CREDIT = Decimal(1_000_000)
 BATCHES = 30
 BATCH = 50
 
-CATALOG = {
-    "meters": [{"key": "calls", "unit": "call", "aggregation": "count"}],
-    "tariffs": [
-        {
-            "key": "api",
-            "versions": [
-                {
-                    "version": 1,
-                    "effective_from": "2024-01-01T00:00:00Z",
-                    "currency": "EUR",
-                    "period": {"unit": "month"},
-                    "charges": [
-                        {
-                            "key": "calls",
-                            "meter": "calls",
-                            "price": {"model": "per_unit", "unit_price": str(PRICE)},
-                        }
-                    ],
-                }
-            ],
-        }
-    ],
-}
+CATALOG = calls_catalog(str(PRICE))
 
 
 def _config(tmp_path: Path, journal_url: str | None) -> Any:

@@ -10,24 +10,16 @@ from actors.host import HostCore
 from engine.accounts import (
     Authorize,
     AuthorizeAndRecord,
-    CatalogTariffs,
     ConfigureTenant,
     Reason,
     TenantSettings,
     TopUp,
 )
 from engine.instants import parse
-from engine.tariffs import decode_catalog
 from tests.actors.fakes import MemoryJournal, MemorySnapshots, MemoryStatements
+from tests.engine.helpers import calls_catalog, catalog_tariffs
 
 MARCH = parse("2024-03-01T00:00:00Z")
-CATALOG = b"""{
-  "meters": [{"key": "calls", "unit": "call", "aggregation": "count"}],
-  "tariffs": [{"key": "api", "versions": [{"version": 1,
-    "effective_from": "2024-01-01T00:00:00Z", "currency": "EUR", "period": {"unit": "month"},
-    "charges": [{"key": "calls", "meter": "calls",
-                 "price": {"model": "per_unit", "unit_price": "0.25"}}]}]}]
-}"""
 
 
 class Storage:
@@ -35,7 +27,7 @@ class Storage:
         self.journal = MemoryJournal()
         self.snapshots = MemorySnapshots()
         self.statements = MemoryStatements()
-        self.tariffs = CatalogTariffs(decode_catalog(CATALOG))
+        self.tariffs = catalog_tariffs(calls_catalog("0.25"))
 
     def host(self, **options: object) -> HostCore:
         core = HostCore(

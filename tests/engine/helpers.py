@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from typing import Any
 
 import msgspec
 
+from engine.accounts.tariffs import CatalogTariffs
 from engine.charges import Charge
 from engine.meters import Event, Meter
 from engine.pricing import Price
 from engine.rating import PeriodRater
-from engine.tariffs import RecurringFee, TariffVersion
+from engine.tariffs import RecurringFee, TariffVersion, decode_catalog
 
 EFFECTIVE = "2024-01-01T00:00:00Z"
 
@@ -70,3 +72,44 @@ def event(
     **fields: Any,
 ) -> Event:
     return Event(id=f"e{number}", meter=meter_key, time=time, quantity=Decimal(quantity), **fields)
+
+
+# Catalogue documents, as the server reads them ----------------------------------------------
+
+CALLS_METER: dict[str, Any] = {"key": "calls", "unit": "call", "aggregation": "count"}
+
+
+def per_unit(unit_price: str) -> dict[str, Any]:
+    return {"model": "per_unit", "unit_price": unit_price}
+
+
+def calls_charge(unit_price: str) -> dict[str, Any]:
+    """The charge ``calls``: ``unit_price`` EUR for each call counted by the calls meter."""
+    return {"key": "calls", "meter": "calls", "price": per_unit(unit_price)}
+
+
+def tariff_document(key: str, charges: list[dict[str, Any]], **fields: Any) -> dict[str, Any]:
+    """A tariff with one version, in effect since 1 January 2024, in EUR, billed by the calendar
+    month; ``fields`` add to the version (recurring fees, a payment mode, a grace period)."""
+    document = {
+        "version": 1,
+        "effective_from": EFFECTIVE,
+        "currency": "EUR",
+        "period": {"unit": "month"},
+        "charges": charges,
+        **fields,
+    }
+    return {"key": key, "versions": [document]}
+
+
+def calls_catalog(unit_price: str, **fields: Any) -> dict[str, Any]:
+    """The calls meter and one tariff, ``api``, that charges ``unit_price`` EUR a call."""
+    return {
+        "meters": [CALLS_METER],
+        "tariffs": [tariff_document("api", [calls_charge(unit_price)], **fields)],
+    }
+
+
+def catalog_tariffs(document: dict[str, Any]) -> CatalogTariffs:
+    """The tariffs of a catalogue document, decoded and checked as the server decodes them."""
+    return CatalogTariffs(decode_catalog(json.dumps(document)))

@@ -19,29 +19,17 @@ from engine.numbers import divide
 from engine.rating import PeriodRater
 from engine.statements import LineKind, Statement
 from engine.tariffs import Catalog
+from tests.engine.helpers import tariff_document
 
 ZONE = "Europe/Berlin"
 MONTH_START = parse("2024-03-01T00:00:00+01:00")
 
 
-def catalog(meters: list[dict[str, Any]], **version: Any) -> tuple[PeriodRater, Catalog]:
-    document = {
-        "meters": meters,
-        "tariffs": [
-            {
-                "key": "plan",
-                "versions": [
-                    {
-                        "version": 1,
-                        "effective_from": "2024-01-01T00:00:00Z",
-                        "currency": "EUR",
-                        "period": {"unit": "month"},
-                        **version,
-                    }
-                ],
-            }
-        ],
-    }
+def catalog(
+    meters: list[dict[str, Any]], charges: list[dict[str, Any]], **version: Any
+) -> tuple[PeriodRater, Catalog]:
+    """The rater of the tariff ``plan``, in EUR by the month, and its catalogue."""
+    document = {"meters": meters, "tariffs": [tariff_document("plan", charges, **version)]}
     decoded = msgspec.convert(document, Catalog)
     tariff = decoded.tariff("plan")
     return PeriodRater("plan", tariff.versions[0], decoded.meters_by_key(), ZONE), decoded

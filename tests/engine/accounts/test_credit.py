@@ -3,9 +3,7 @@ that settles a debt first, and postpaid accounts with a credit limit. Calls cost
 
 from __future__ import annotations
 
-import json
 from decimal import Decimal
-from itertools import count
 from typing import Any
 
 import pytest
@@ -14,61 +12,28 @@ from engine.accounts import (
     Advance,
     AlertKind,
     AuthorizeAndRecord,
-    ConfigureTenant,
     CreditKind,
     Outcome,
     Reason,
     Record,
     Refund,
-    TenantSettings,
-    TenantTree,
     TopUp,
 )
-from engine.accounts.tariffs import CatalogTariffs
-from engine.accounts.wallet import Wallet
 from engine.instants import parse
-from engine.tariffs import decode_catalog
+from tests.engine.accounts.books import MARCH, Book
+from tests.engine.helpers import calls_catalog, catalog_tariffs
 
-MARCH = parse("2024-03-01T00:00:00Z")
 DAY = 86_400
-
-CATALOG = {
-    "meters": [{"key": "calls", "unit": "call", "aggregation": "count"}],
-    "tariffs": [
-        {
-            "key": "api",
-            "versions": [
-                {
-                    "version": 1,
-                    "effective_from": "2024-01-01T00:00:00Z",
-                    "currency": "EUR",
-                    "period": {"unit": "month"},
-                    "charges": [
-                        {
-                            "key": "calls",
-                            "meter": "calls",
-                            "price": {"model": "per_unit", "unit_price": "0.10"},
-                        }
-                    ],
-                }
-            ],
-        }
-    ],
-}
+TARIFFS = catalog_tariffs(calls_catalog("0.10"))
 
 
-class Account:
+class Account(Book):
     """One tenant, ``acme``, on the api tariff, driven by commands with generated ids."""
 
     def __init__(self, **settings: Any) -> None:
-        self.tree = TenantTree.new("acme", CatalogTariffs(decode_catalog(json.dumps(CATALOG))))
-        self.ids = count(1)
+        super().__init__(TARIFFS)
         settings = {"tariff": "api", **settings}
-        assert self(ConfigureTenant, MARCH, settings=TenantSettings(**settings)).accepted
-
-    def __call__(self, command: type, at: int, **fields: Any) -> Outcome:
-        fields.setdefault("id", f"c{next(self.ids)}")
-        return self.tree.handle(command(tenant="acme", time=at, **fields))
+        assert self.configure(**settings).accepted
 
     def top_up(self, grant_id: str, amount: str, at: int = MARCH, **fields: Any) -> None:
         assert self(TopUp, at, id=grant_id, amount=Decimal(amount), **fields).accepted
@@ -76,18 +41,8 @@ class Account:
     def calls(self, quantity: int, at: int, command: type = AuthorizeAndRecord) -> Outcome:
         return self(command, at, meter="calls", quantity=Decimal(quantity))
 
-    @property
-    def wallet(self) -> Wallet:
-        wallet = self.tree.state.nodes["acme"].wallet
-        assert wallet is not None
-        return wallet
-
     def grants(self, *grant_ids: str) -> list[Decimal]:
         return [self.wallet.grant_balance(grant_id) for grant_id in grant_ids]
-
-    @property
-    def balance(self) -> Decimal:
-        return self.tree.balance("acme")
 
 
 def test_grants_are_spent_by_priority_then_earliest_expiry() -> None:

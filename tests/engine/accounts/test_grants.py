@@ -4,86 +4,41 @@ rest. Calls cost 0.02 EUR; the account starts with 10 EUR."""
 
 from __future__ import annotations
 
-import json
 from decimal import Decimal
-from itertools import count
 from typing import Any
 
 import pytest
 
 from engine.accounts import (
     Advance,
-    ConfigureTenant,
     GrantExpiry,
     OpenGrant,
     Outcome,
     Reason,
     ReportGrant,
-    TenantSettings,
-    TenantTree,
     TopUp,
 )
-from engine.accounts.tariffs import CatalogTariffs
 from engine.instants import parse
-from engine.tariffs import decode_catalog
+from tests.engine.accounts.books import MARCH, Book
+from tests.engine.helpers import calls_catalog, catalog_tariffs
 
-MARCH = parse("2024-03-01T00:00:00Z")
 T = parse("2024-03-05T12:00:00Z")
-
-CATALOG = {
-    "meters": [{"key": "calls", "unit": "call", "aggregation": "count"}],
-    "tariffs": [
-        {
-            "key": "api",
-            "versions": [
-                {
-                    "version": 1,
-                    "effective_from": "2024-01-01T00:00:00Z",
-                    "currency": "EUR",
-                    "period": {"unit": "month"},
-                    "charges": [
-                        {
-                            "key": "calls",
-                            "meter": "calls",
-                            "price": {"model": "per_unit", "unit_price": "0.02"},
-                        }
-                    ],
-                }
-            ],
-        }
-    ],
-}
+TARIFFS = catalog_tariffs(calls_catalog("0.02"))
 
 
-class Account:
+class Account(Book):
     """One prepaid tenant, ``acme``, with 10 EUR, driven by commands with generated ids."""
 
     def __init__(self, **settings: Any) -> None:
-        self.tree = TenantTree.new("acme", CatalogTariffs(decode_catalog(json.dumps(CATALOG))))
-        self.ids = count(1)
-        configured = self(ConfigureTenant, MARCH, settings=TenantSettings(tariff="api", **settings))
-        assert configured.accepted
+        super().__init__(TARIFFS)
+        assert self.configure(tariff="api", **settings).accepted
         assert self(TopUp, MARCH, amount=Decimal(10)).accepted
-
-    def __call__(self, command: type, at: int, **fields: Any) -> Outcome:
-        fields.setdefault("id", f"c{next(self.ids)}")
-        return self.tree.handle(command(tenant="acme", time=at, **fields))
 
     def open(self, grant: str, quantity: int, at: int = T, **fields: Any) -> Outcome:
         return self(OpenGrant, at, id=grant, meter="calls", quantity=Decimal(quantity), **fields)
 
     def report(self, grant: str, used: int, at: int, final: bool = False) -> Outcome:
         return self(ReportGrant, at, grant=grant, used=Decimal(used), final=final)
-
-    @property
-    def balance(self) -> Decimal:
-        return self.tree.balance("acme")
-
-    @property
-    def held(self) -> Decimal:
-        wallet = self.tree.state.nodes["acme"].wallet
-        assert wallet is not None
-        return wallet.ledger.held
 
 
 def test_opening_a_grant_holds_the_price_of_the_slice() -> None:

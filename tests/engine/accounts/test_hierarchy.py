@@ -8,7 +8,6 @@ customer has a balance of its own.
 
 from __future__ import annotations
 
-import json
 from decimal import Decimal
 from itertools import count
 from typing import Any
@@ -32,10 +31,9 @@ from engine.accounts import (
     TenantTree,
     TopUp,
 )
-from engine.accounts.tariffs import CatalogTariffs
 from engine.instants import parse
 from engine.statements import Statement
-from engine.tariffs import decode_catalog
+from tests.engine.helpers import CALLS_METER, catalog_tariffs, per_unit, tariff_document
 
 MARCH = parse("2024-03-01T00:00:00Z")
 APRIL = parse("2024-04-01T00:00:00Z")
@@ -47,45 +45,38 @@ def tariff(key: str, price: dict[str, Any]) -> dict[str, Any]:
         "key": "vm",
         "meter": "vm",
         "time_basis": {"unit": "hour"},
-        "price": {"model": "per_unit", "unit_price": "0.036"},
+        "price": per_unit("0.036"),
     }
-    version = {
-        "version": 1,
-        "effective_from": "2024-01-01T00:00:00Z",
-        "currency": "EUR",
-        "period": {"unit": "month"},
-        "charges": [{"key": "calls", "meter": "calls", "price": price}, vm],
-    }
-    return {"key": key, "versions": [version]}
+    return tariff_document(key, [{"key": "calls", "meter": "calls", "price": price}, vm])
 
 
-CATALOG = {
-    "meters": [
-        {"key": "calls", "unit": "call", "aggregation": "count"},
-        {"key": "vm", "unit": "vCPU", "aggregation": "sum"},
-    ],
-    "tariffs": [
-        tariff(
-            "platform",
-            {
-                "model": "graduated",
-                "tiers": [
-                    {"up_to": "10", "unit_price": "0.01"},
-                    {"up_to": None, "unit_price": "0.0025"},
-                ],
-            },
-        ),
-        tariff("wholesale", {"model": "per_unit", "unit_price": "0.015"}),
-        tariff("retail", {"model": "per_unit", "unit_price": "0.025"}),
-    ],
-}
+TARIFFS = catalog_tariffs(
+    {
+        "meters": [CALLS_METER, {"key": "vm", "unit": "vCPU", "aggregation": "sum"}],
+        "tariffs": [
+            tariff(
+                "platform",
+                {
+                    "model": "graduated",
+                    "tiers": [
+                        {"up_to": "10", "unit_price": "0.01"},
+                        {"up_to": None, "unit_price": "0.0025"},
+                    ],
+                },
+            ),
+            tariff("wholesale", per_unit("0.015")),
+            tariff("retail", per_unit("0.025")),
+        ],
+    }
+)
 
 
 class Book:
-    """A tenant tree driven by commands with generated ids."""
+    """A tenant tree driven by commands with generated ids. Unlike ``books.Book``, which
+    speaks for its root, every command here names its tenant first, as the tables do."""
 
     def __init__(self, root: str) -> None:
-        self.tree = TenantTree.new(root, CatalogTariffs(decode_catalog(json.dumps(CATALOG))))
+        self.tree = TenantTree.new(root, TARIFFS)
         self.ids = count(1)
 
     def __call__(self, command: type, tenant: str, at: int = MARCH + 60, **fields: Any) -> Outcome:

@@ -5,7 +5,6 @@ Calls cost 0.10 EUR."""
 
 from __future__ import annotations
 
-import json
 from decimal import Decimal
 from typing import Any
 
@@ -29,45 +28,23 @@ from engine.accounts import (
     encode,
 )
 from engine.accounts import tree as tree_module
-from engine.accounts.tariffs import CatalogTariffs
 from engine.instants import parse
-from engine.tariffs import decode_catalog
+from tests.engine.helpers import calls_catalog, catalog_tariffs
 
 MARCH = parse("2024-03-01T00:00:00Z")
 T = parse("2024-03-05T12:00:00Z")
 DAY = 86_400
 
-CATALOG = {
-    "meters": [{"key": "calls", "unit": "call", "aggregation": "count"}],
-    "tariffs": [
-        {
-            "key": "api",
-            "versions": [
-                {
-                    "version": 1,
-                    "effective_from": "2024-01-01T00:00:00Z",
-                    "currency": "EUR",
-                    "period": {"unit": "month"},
-                    "charges": [
-                        {
-                            "key": "calls",
-                            "meter": "calls",
-                            "price": {"model": "per_unit", "unit_price": "0.10"},
-                        }
-                    ],
-                }
-            ],
-        }
-    ],
-}
-TARIFFS = CatalogTariffs(decode_catalog(json.dumps(CATALOG)))
+TARIFFS = catalog_tariffs(calls_catalog("0.10"))
 
 
 def new_account(balance: str = "10") -> TenantTree:
     tree = TenantTree.new("acme", TARIFFS)
     settings = TenantSettings(tariff="api")
-    assert tree.handle(ConfigureTenant(id="setup", tenant="acme", time=MARCH, settings=settings))
-    assert tree.handle(TopUp(id="credit", tenant="acme", time=MARCH, amount=Decimal(balance)))
+    configure = ConfigureTenant(id="setup", tenant="acme", time=MARCH, settings=settings)
+    assert tree.handle(configure).accepted
+    top_up = TopUp(id="credit", tenant="acme", time=MARCH, amount=Decimal(balance))
+    assert tree.handle(top_up).accepted
     return tree
 
 

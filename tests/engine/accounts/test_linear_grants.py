@@ -4,9 +4,7 @@ Calls cost 0.25 EUR on the flat tariff; the account starts with 10 EUR."""
 
 from __future__ import annotations
 
-import json
 from decimal import Decimal
-from itertools import count
 from typing import Any
 
 import pytest
@@ -27,11 +25,10 @@ from engine.accounts import (
     decode,
     encode,
 )
-from engine.accounts.tariffs import CatalogTariffs
 from engine.instants import DAY, parse
-from engine.tariffs import decode_catalog
+from tests.engine.accounts.books import MARCH, Book
+from tests.engine.helpers import CALLS_METER, catalog_tariffs, tariff_document
 
-MARCH = parse("2024-03-01T00:00:00Z")
 APRIL = parse("2024-04-01T00:00:00Z")
 T = parse("2024-03-05T12:00:00Z")
 PRICE = Decimal("0.25")
@@ -62,47 +59,31 @@ CHARGES: dict[str, dict[str, Any]] = {
     "valued": {"meter": "bytes", "price": PER_UNIT},
     "highest": {"meter": "peak", "price": PER_UNIT},
 }
-CATALOG = {
-    "meters": [
-        {"key": "calls", "unit": "call", "aggregation": "count"},
-        {"key": "cpu", "unit": "vcpu", "aggregation": "sum"},
-        {"key": "eu_calls", "unit": "call", "aggregation": "count", "filters": {"r": ["eu"]}},
-        {"key": "grouped_calls", "unit": "call", "aggregation": "count", "group_by": ["r"]},
-        {"key": "bytes", "unit": "byte", "aggregation": "sum", "value_property": "size"},
-        {"key": "peak", "unit": "call", "aggregation": "max"},
-    ],
-    "tariffs": [
-        {
-            "key": key,
-            "versions": [
-                {
-                    "version": 1,
-                    "effective_from": "2024-01-01T00:00:00Z",
-                    "currency": "EUR",
-                    "period": {"unit": "month"},
-                    "charges": [{"key": "c", **charge}],
-                }
-            ],
-        }
-        for key, charge in CHARGES.items()
-    ],
-}
-TARIFFS = CatalogTariffs(decode_catalog(json.dumps(CATALOG)))
+METERS = [
+    CALLS_METER,
+    {"key": "cpu", "unit": "vcpu", "aggregation": "sum"},
+    {"key": "eu_calls", "unit": "call", "aggregation": "count", "filters": {"r": ["eu"]}},
+    {"key": "grouped_calls", "unit": "call", "aggregation": "count", "group_by": ["r"]},
+    {"key": "bytes", "unit": "byte", "aggregation": "sum", "value_property": "size"},
+    {"key": "peak", "unit": "call", "aggregation": "max"},
+]
+TARIFFS = catalog_tariffs(
+    {
+        "meters": METERS,
+        "tariffs": [
+            tariff_document(key, [{"key": "c", **charge}]) for key, charge in CHARGES.items()
+        ],
+    }
+)
 
 
-class Account:
+class Account(Book):
     """One prepaid tenant, ``acme``, with 10 EUR, driven by commands with generated ids."""
 
     def __init__(self, tariff: str = "flat", **settings: Any) -> None:
-        self.tree = TenantTree.new("acme", TARIFFS)
-        self.ids = count(1)
-        configure = TenantSettings(tariff=tariff, **settings)
-        assert self(ConfigureTenant, MARCH, settings=configure).accepted
+        super().__init__(TARIFFS)
+        assert self.configure(tariff=tariff, **settings).accepted
         assert self(TopUp, MARCH, amount=Decimal(10)).accepted
-
-    def __call__(self, command: type, at: int, tenant: str = "acme", **fields: Any) -> Outcome:
-        fields.setdefault("id", f"c{next(self.ids)}")
-        return self.tree.handle(command(tenant=tenant, time=at, **fields))
 
     def open(self, grant: str, quantity: int, at: int = T, **fields: Any) -> Outcome:
         fields.setdefault("meter", "calls")
@@ -121,14 +102,6 @@ class Account:
     def use(self, use: str, quantity: int, at: int = T) -> Outcome:
         """The same use as a client's request reaching the tree directly."""
         return self(AuthorizeAndRecord, at, id=use, meter="calls", quantity=Decimal(quantity))
-
-    @property
-    def balance(self) -> Decimal:
-        return self.tree.balance("acme")
-
-    @property
-    def available(self) -> Decimal:
-        return self.tree.available("acme")
 
 
 def test_a_linear_slice_names_its_unit_price_and_ends_with_the_period() -> None:

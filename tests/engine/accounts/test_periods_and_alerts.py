@@ -7,9 +7,7 @@ month plus 0.02 EUR a call; ``api`` is 0.10 EUR a call. Months close at midnight
 
 from __future__ import annotations
 
-import json
 from decimal import Decimal
-from itertools import count
 from typing import Any
 
 import pytest
@@ -19,64 +17,49 @@ from engine.accounts import (
     AlertKind,
     Authorize,
     AuthorizeAndRecord,
-    ConfigureTenant,
     Funding,
     Outcome,
     Quota,
     Reason,
     Record,
     Release,
-    TenantSettings,
-    TenantTree,
     TopUp,
 )
-from engine.accounts.tariffs import CatalogTariffs
-from engine.accounts.wallet import Wallet
 from engine.instants import parse
 from engine.statements import Statement
-from engine.tariffs import decode_catalog
+from tests.engine.accounts.books import MARCH, Book
+from tests.engine.helpers import CALLS_METER, calls_charge, catalog_tariffs, tariff_document
 
-MARCH = parse("2024-03-01T00:00:00Z")
 APRIL = parse("2024-04-01T00:00:00Z")
 MAY = parse("2024-05-01T00:00:00Z")
 DAY = 86_400
 
 
 def tariff(key: str, call_price: str, fee: str | None = None) -> dict[str, Any]:
-    version: dict[str, Any] = {
-        "version": 1,
-        "effective_from": "2024-01-01T00:00:00Z",
-        "currency": "EUR",
-        "period": {"unit": "month"},
-        "charges": [
-            {
-                "key": "calls",
-                "meter": "calls",
-                "price": {"model": "per_unit", "unit_price": call_price},
-            }
+    """Calls at ``call_price``; with a ``fee``, a base fee charged in advance each month."""
+    if fee is None:
+        return tariff_document(key, [calls_charge(call_price)])
+    base = {"key": "base", "name": "Base fee", "amount": fee}
+    return tariff_document(key, [calls_charge(call_price)], recurring_fees=[base])
+
+
+TARIFFS = catalog_tariffs(
+    {
+        "meters": [CALLS_METER],
+        "tariffs": [
+            tariff("plan", "0.0125", fee="29"),
+            tariff("premium", "0.02", fee="49"),
+            tariff("api", "0.10"),
         ],
     }
-    if fee is not None:
-        version["recurring_fees"] = [{"key": "base", "name": "Base fee", "amount": fee}]
-    return {"key": key, "versions": [version]}
+)
 
 
-CATALOG = {
-    "meters": [{"key": "calls", "unit": "call", "aggregation": "count"}],
-    "tariffs": [
-        tariff("plan", "0.0125", fee="29"),
-        tariff("premium", "0.02", fee="49"),
-        tariff("api", "0.10"),
-    ],
-}
-
-
-class Account:
+class Account(Book):
     """A tree of one or more tenants (root ``acme``) driven by commands with generated ids."""
 
     def __init__(self) -> None:
-        self.tree = TenantTree.new("acme", CatalogTariffs(decode_catalog(json.dumps(CATALOG))))
-        self.ids = count(1)
+        super().__init__(TARIFFS)
 
     @classmethod
     def prepaid(cls, balance: str, **settings: Any) -> Account:
@@ -85,29 +68,12 @@ class Account:
         assert account(TopUp, MARCH, amount=Decimal(balance)).accepted
         return account
 
-    def __call__(self, command: type, at: int, tenant: str = "acme", **fields: Any) -> Outcome:
-        fields.setdefault("id", f"c{next(self.ids)}")
-        return self.tree.handle(command(tenant=tenant, time=at, **fields))
-
-    def configure(self, tenant: str, at: int, **settings: Any) -> Outcome:
-        return self(ConfigureTenant, at, tenant, settings=TenantSettings(**settings))
-
     def calls(self, quantity: int, at: int, tenant: str = "acme", **fields: Any) -> Outcome:
         command = fields.pop("command", AuthorizeAndRecord)
         return self(command, at, tenant, meter="calls", quantity=Decimal(quantity), **fields)
 
     def statements(self) -> list[Statement]:
         return [statement for _, statement in self.tree.take_statements()]
-
-    @property
-    def wallet(self) -> Wallet:
-        wallet = self.tree.state.nodes["acme"].wallet
-        assert wallet is not None
-        return wallet
-
-    @property
-    def balance(self) -> Decimal:
-        return self.tree.balance("acme")
 
 
 # Closing a period ---------------------------------------------------------------------------

@@ -7,9 +7,7 @@ in advance each month.
 
 from __future__ import annotations
 
-import json
 from decimal import Decimal
-from itertools import count
 from typing import Any
 
 from hypothesis import given
@@ -19,7 +17,6 @@ from engine.accounts import (
     Advance,
     Authorize,
     AuthorizeAndRecord,
-    ConfigureTenant,
     Funding,
     Outcome,
     PeriodUsage,
@@ -27,81 +24,49 @@ from engine.accounts import (
     Quote,
     QuoteQuery,
     Reason,
-    TenantSettings,
-    TenantTree,
     TopUp,
     encode,
     period_usage,
     quote,
 )
-from engine.accounts.tariffs import CatalogTariffs
 from engine.instants import parse
-from engine.tariffs import decode_catalog
+from tests.engine.accounts import books
+from tests.engine.accounts.books import MARCH
+from tests.engine.helpers import CALLS_METER, calls_charge, catalog_tariffs, tariff_document
 
-MARCH = parse("2024-03-01T00:00:00Z")
 APRIL = parse("2024-04-01T00:00:00Z")
 T = parse("2024-03-05T12:00:00Z")
 
-CATALOG = {
-    "meters": [
-        {"key": "calls", "unit": "call", "aggregation": "count"},
-        {"key": "tokens", "unit": "token", "aggregation": "sum"},
-    ],
-    "tariffs": [
-        {
-            "key": "api",
-            "versions": [
-                {
-                    "version": 1,
-                    "effective_from": "2024-01-01T00:00:00Z",
-                    "currency": "EUR",
-                    "period": {"unit": "month"},
-                    "recurring_fees": [{"key": "base", "amount": "3.00"}],
-                    "charges": [
-                        {
-                            "key": "calls",
-                            "meter": "calls",
-                            "price": {"model": "per_unit", "unit_price": "0.10"},
-                        },
-                        {
-                            "key": "tokens",
-                            "meter": "tokens",
-                            "free_units": "5",
-                            "price": {
-                                "model": "graduated",
-                                "tiers": [
-                                    {"up_to": "10", "unit_price": "1.00"},
-                                    {"up_to": None, "unit_price": "2.00"},
-                                ],
-                            },
-                        },
-                    ],
-                }
-            ],
-        }
-    ],
+TOKENS = {
+    "key": "tokens",
+    "meter": "tokens",
+    "free_units": "5",
+    "price": {
+        "model": "graduated",
+        "tiers": [
+            {"up_to": "10", "unit_price": "1.00"},
+            {"up_to": None, "unit_price": "2.00"},
+        ],
+    },
 }
+API = tariff_document(
+    "api", [calls_charge("0.10"), TOKENS], recurring_fees=[{"key": "base", "amount": "3.00"}]
+)
+TARIFFS = catalog_tariffs(
+    {
+        "meters": [CALLS_METER, {"key": "tokens", "unit": "token", "aggregation": "sum"}],
+        "tariffs": [API],
+    }
+)
 
 
-class Book:
+class Book(books.Book):
     """A tenant tree rooted at ``acme`` (prepaid), driven by commands with generated ids."""
 
     def __init__(self, credit: str = "100", **settings: Any) -> None:
-        self.tree = TenantTree.new("acme", CatalogTariffs(decode_catalog(json.dumps(CATALOG))))
-        self.ids = count(1)
-        self.configure("acme", **settings)
+        super().__init__(TARIFFS)
+        assert self.configure(tariff="api", **settings).accepted
         assert self(TopUp, MARCH, amount=Decimal(credit)).accepted
-
-    def configure(self, tenant: str, **settings: Any) -> None:
-        settings.setdefault("tariff", "api")
-        command = ConfigureTenant(
-            id=f"c{next(self.ids)}", tenant=tenant, time=MARCH, settings=TenantSettings(**settings)
-        )
-        assert self.tree.handle(command).accepted
-
-    def __call__(self, command: type, at: int, tenant: str = "acme", **fields: Any) -> Outcome:
-        fields.setdefault("id", f"c{next(self.ids)}")
-        return self.tree.handle(command(tenant=tenant, time=at, **fields))
 
     def record(
         self, quantity: int | str, at: int = T, meter: str = "tokens", **fields: Any
@@ -232,8 +197,8 @@ def test_usage_amounts_equal_the_statement_at_close() -> None:
 
 def test_a_parent_sees_its_sub_tenants_and_a_sub_tenant_without_a_tariff_its_share() -> None:
     book = Book()
-    book.configure("alpha", parent="acme", funding=Funding.pool, tariff=None)
-    book.configure("beta", parent="acme", funding=Funding.pool, tariff=None)
+    assert book.configure("alpha", parent="acme", funding=Funding.pool, tariff=None).accepted
+    assert book.configure("beta", parent="acme", funding=Funding.pool, tariff=None).accepted
     book.record(2, tenant="alpha", meter="calls")
     book.record(4, tenant="beta", meter="calls")
     parent = book.usage()

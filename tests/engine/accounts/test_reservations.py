@@ -7,9 +7,7 @@ property of a request) and vCPU-hours.
 
 from __future__ import annotations
 
-import json
 from decimal import Decimal
-from itertools import count
 from typing import Any
 
 import pytest
@@ -17,20 +15,16 @@ import pytest
 from engine.accounts import (
     Authorize,
     Capture,
-    ConfigureTenant,
     Outcome,
     Reason,
     Record,
     Release,
-    TenantSettings,
-    TenantTree,
     TopUp,
 )
-from engine.accounts.tariffs import CatalogTariffs
 from engine.instants import parse
-from engine.tariffs import decode_catalog
+from tests.engine.accounts.books import MARCH, Book
+from tests.engine.helpers import CALLS_METER, calls_charge, catalog_tariffs, tariff_document
 
-MARCH = parse("2024-03-01T00:00:00Z")
 T = parse("2024-03-05T12:00:00Z")
 
 TIERS = {
@@ -41,48 +35,28 @@ TIERS = {
     ],
 }
 CHARGES = [
-    {"key": "calls", "meter": "calls", "price": {"model": "per_unit", "unit_price": "0.10"}},
+    calls_charge("0.10"),
     {"key": "tokens", "meter": "tokens", "price": TIERS},
     # The same tiers for tokens counted in a property of each request, and for vCPU-hours.
     {"key": "prompt", "meter": "prompt", "price": TIERS},
     {"key": "vm", "meter": "vm", "time_basis": {"unit": "hour"}, "price": TIERS},
 ]
-CATALOG = {
-    "meters": [
-        {"key": "calls", "unit": "call", "aggregation": "count"},
-        {"key": "tokens", "unit": "token", "aggregation": "sum"},
-        {"key": "prompt", "unit": "token", "aggregation": "sum", "value_property": "tokens"},
-        {"key": "vm", "unit": "vCPU", "aggregation": "sum"},
-    ],
-    "tariffs": [
-        {
-            "key": "api",
-            "versions": [
-                {
-                    "version": 1,
-                    "effective_from": "2024-01-01T00:00:00Z",
-                    "currency": "EUR",
-                    "period": {"unit": "month"},
-                    "charges": CHARGES,
-                }
-            ],
-        }
-    ],
-}
+METERS = [
+    CALLS_METER,
+    {"key": "tokens", "unit": "token", "aggregation": "sum"},
+    {"key": "prompt", "unit": "token", "aggregation": "sum", "value_property": "tokens"},
+    {"key": "vm", "unit": "vCPU", "aggregation": "sum"},
+]
+TARIFFS = catalog_tariffs({"meters": METERS, "tariffs": [tariff_document("api", CHARGES)]})
 
 
-class Account:
+class Account(Book):
     """One prepaid tenant, ``acme``, driven by commands with generated ids."""
 
     def __init__(self, balance: str) -> None:
-        self.tree = TenantTree.new("acme", CatalogTariffs(decode_catalog(json.dumps(CATALOG))))
-        self.ids = count(1)
-        assert self(ConfigureTenant, MARCH, settings=TenantSettings(tariff="api")).accepted
+        super().__init__(TARIFFS)
+        assert self.configure(tariff="api").accepted
         assert self(TopUp, MARCH, amount=Decimal(balance)).accepted
-
-    def __call__(self, command: type, at: int, **fields: Any) -> Outcome:
-        fields.setdefault("id", f"c{next(self.ids)}")
-        return self.tree.handle(command(tenant="acme", time=at, **fields))
 
     def reserve(
         self, reservation: str, meter: str, quantity: int, at: int = T, **fields: Any
@@ -94,20 +68,6 @@ class Account:
     def capture(self, reservation: str, quantity: int | None = None, at: int = T + 1) -> Outcome:
         captured = None if quantity is None else Decimal(quantity)
         return self(Capture, at, reservation=reservation, quantity=captured)
-
-    @property
-    def balance(self) -> Decimal:
-        return self.tree.balance("acme")
-
-    @property
-    def available(self) -> Decimal:
-        return self.tree.available("acme")
-
-    @property
-    def held(self) -> Decimal:
-        wallet = self.tree.state.nodes["acme"].wallet
-        assert wallet is not None
-        return wallet.ledger.held
 
 
 @pytest.mark.parametrize(

@@ -8,9 +8,7 @@ since a 13th would cost 1.872 EUR.
 
 from __future__ import annotations
 
-import json
 from decimal import Decimal
-from itertools import count
 from typing import Any
 
 import pytest
@@ -18,24 +16,20 @@ import pytest
 from engine.accounts import (
     Advance,
     AuthorizeAndRecord,
-    ConfigureTenant,
     Heartbeat,
     Outcome,
     Quota,
     Reason,
     StartSession,
     StopSession,
-    TenantSettings,
-    TenantTree,
     TopUp,
 )
 from engine.accounts.commands import AlertKind
-from engine.accounts.tariffs import CatalogTariffs
 from engine.instants import HOUR, parse
 from engine.statements import Statement
-from engine.tariffs import decode_catalog
+from tests.engine.accounts.books import MARCH, Book
+from tests.engine.helpers import catalog_tariffs, per_unit, tariff_document
 
-MARCH = parse("2024-03-01T00:00:00Z")
 START = parse("2024-03-10T08:00:00Z")
 
 
@@ -44,38 +38,26 @@ def compute(key: str, rounding: str) -> dict[str, Any]:
         "key": "vm",
         "meter": "vm",
         "time_basis": {"unit": "hour", "rounding": rounding},
-        "price": {"model": "per_unit", "unit_price": "0.036"},
+        "price": per_unit("0.036"),
     }
-    version = {
-        "version": 1,
-        "effective_from": "2024-01-01T00:00:00Z",
-        "currency": "EUR",
-        "period": {"unit": "month"},
-        "charges": [charge],
+    return tariff_document(key, [charge])
+
+
+TARIFFS = catalog_tariffs(
+    {
+        "meters": [{"key": "vm", "unit": "vCPU", "aggregation": "sum"}],
+        "tariffs": [compute("exact", "exact"), compute("started_unit", "started_unit")],
     }
-    return {"key": key, "versions": [version]}
+)
 
 
-CATALOG = {
-    "meters": [{"key": "vm", "unit": "vCPU", "aggregation": "sum"}],
-    "tariffs": [compute("exact", "exact"), compute("started_unit", "started_unit")],
-}
-
-
-class Cloud:
+class Cloud(Book):
     """One prepaid tenant, ``acme``, driven by commands with generated ids."""
 
     def __init__(self, rounding: str, balance: str, **settings: Any) -> None:
-        self.tree = TenantTree.new("acme", CatalogTariffs(decode_catalog(json.dumps(CATALOG))))
-        self.ids = count(1)
-        configured = self(
-            ConfigureTenant, MARCH, settings=TenantSettings(tariff=rounding, **settings)
-        )
-        assert configured.accepted
+        super().__init__(TARIFFS)
+        assert self.configure(tariff=rounding, **settings).accepted
         assert self(TopUp, MARCH, amount=Decimal(balance)).accepted
-
-    def __call__(self, command: type, at: int, **fields: Any) -> Outcome:
-        return self.tree.handle(command(id=f"c{next(self.ids)}", tenant="acme", time=at, **fields))
 
     def start(self, at: int, vcpus: int, session: str = "vm-1") -> Outcome:
         return self(StartSession, at, session=session, meter="vm", quantity=Decimal(vcpus))
@@ -83,15 +65,7 @@ class Cloud:
     @property
     def revenue(self) -> Decimal:
         """What the sessions have been charged so far."""
-        wallet = self.tree.state.nodes["acme"].wallet
-        assert wallet is not None
-        return wallet.ledger.balance("revenue:usage")
-
-    @property
-    def held(self) -> Decimal:
-        wallet = self.tree.state.nodes["acme"].wallet
-        assert wallet is not None
-        return wallet.ledger.held
+        return self.wallet.ledger.balance("revenue:usage")
 
     def statements(self) -> list[Statement]:
         return [statement for _, statement in self.tree.take_statements()]

@@ -13,7 +13,6 @@ of 0.125 a call and 0.03 a cpu-minute to the second, whose amounts leave fractio
 
 from __future__ import annotations
 
-import json
 from decimal import Decimal
 from typing import Any, Final
 
@@ -24,7 +23,6 @@ from engine.accounts import (
     Authorize,
     AuthorizeAndRecord,
     Capture,
-    CatalogTariffs,
     Command,
     ConfigureTenant,
     Funding,
@@ -40,7 +38,7 @@ from engine.accounts import (
 )
 from engine.accounts.wallet import Wallet
 from engine.instants import HOUR, MINUTE, parse
-from engine.tariffs import decode_catalog
+from tests.engine.helpers import CALLS_METER, catalog_tariffs, per_unit, tariff_document
 
 ROOT: Final = "root"
 KID: Final = "kid"
@@ -49,22 +47,16 @@ PERIOD_END: Final = parse("2024-02-01T00:00:00Z")
 
 
 def _tariff(key: str, calls: dict[str, Any], cpu: dict[str, Any], rounding: str) -> Any:
-    version = {
-        "version": 1,
-        "effective_from": "2024-01-01T00:00:00Z",
-        "currency": "EUR",
-        "period": {"unit": "month"},
-        "charges": [
-            {"key": "calls", "meter": "calls", "price": calls},
-            {
-                "key": "cpu",
-                "meter": "cpu",
-                "price": cpu,
-                "time_basis": {"unit": "minute", "rounding": rounding},
-            },
-        ],
-    }
-    return {"key": key, "versions": [version]}
+    charges = [
+        {"key": "calls", "meter": "calls", "price": calls},
+        {
+            "key": "cpu",
+            "meter": "cpu",
+            "price": cpu,
+            "time_basis": {"unit": "minute", "rounding": rounding},
+        },
+    ]
+    return tariff_document(key, charges)
 
 
 def _tiers(*tiers: tuple[str | None, str]) -> dict[str, Any]:
@@ -74,31 +66,28 @@ def _tiers(*tiers: tuple[str | None, str]) -> dict[str, Any]:
     }
 
 
-FLAT_CPU: Final = {"model": "per_unit", "unit_price": "0.03"}
+FLAT_CPU: Final = per_unit("0.03")
 CATALOG: Final = {
-    "meters": [
-        {"key": "calls", "unit": "call", "aggregation": "count"},
-        {"key": "cpu", "unit": "vcpu", "aggregation": "sum"},
-    ],
+    "meters": [CALLS_METER, {"key": "cpu", "unit": "vcpu", "aggregation": "sum"}],
     "tariffs": [
         _tariff("falling", _tiers(("5", "0.50"), (None, "0.25")), FLAT_CPU, "exact"),
         _tariff("rising", _tiers(("5", "0.10"), (None, "0.25")), FLAT_CPU, "exact"),
         _tariff(
             "falling-cpu",
-            {"model": "per_unit", "unit_price": "0.125"},
+            per_unit("0.125"),
             _tiers(("30", "0.02"), (None, "0.01")),
             "started_unit",
         ),
         _tariff(
             "rising-cpu",
-            {"model": "per_unit", "unit_price": "0.125"},
+            per_unit("0.125"),
             _tiers(("30", "0.01"), (None, "0.02")),
             "started_unit",
         ),
-        _tariff("flat", {"model": "per_unit", "unit_price": "0.125"}, FLAT_CPU, "exact"),
+        _tariff("flat", per_unit("0.125"), FLAT_CPU, "exact"),
     ],
 }
-TARIFFS: Final = CatalogTariffs(decode_catalog(json.dumps(CATALOG)))
+TARIFFS: Final = catalog_tariffs(CATALOG)
 
 
 def tree_with(tariff: str, credit: str, *, expires_at: int | None = None) -> TenantTree:

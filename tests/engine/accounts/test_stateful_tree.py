@@ -20,7 +20,6 @@ move (``Books.allowance``), or the rule steps around the case; each place is mar
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -43,7 +42,6 @@ from engine.accounts import (
     Authorize,
     AuthorizeAndRecord,
     Capture,
-    CatalogTariffs,
     Command,
     ConfigureTenant,
     CreditKind,
@@ -88,7 +86,7 @@ from engine.instants import DAY, HOUR, MINUTE, Instant, from_datetime, parse, to
 from engine.meters import CountState
 from engine.numbers import ZERO, RoundingMode, round_amount
 from engine.statements import Statement
-from engine.tariffs import decode_catalog
+from tests.engine.helpers import CALLS_METER, catalog_tariffs, per_unit, tariff_document
 
 ROOT: Final = "root"
 KID: Final = "kid"
@@ -98,23 +96,19 @@ GRACE_SECONDS: Final = DAY
 SESSION_GRANT_SECONDS: Final = HOUR
 
 
-def _version(calls: dict[str, Any], cpu: dict[str, Any], cpu_rounding: str) -> dict[str, Any]:
-    return {
-        "version": 1,
-        "effective_from": "2024-01-01T00:00:00Z",
-        "currency": "EUR",
-        "period": {"unit": "month"},
-        "late_event_grace_seconds": GRACE_SECONDS,
-        "charges": [
-            {"key": "calls", "meter": "calls", "price": calls},
-            {
-                "key": "cpu",
-                "meter": "cpu",
-                "price": cpu,
-                "time_basis": {"unit": "minute", "rounding": cpu_rounding},
-            },
-        ],
-    }
+def _tariff(
+    key: str, calls: dict[str, Any], cpu: dict[str, Any], cpu_rounding: str
+) -> dict[str, Any]:
+    charges = [
+        {"key": "calls", "meter": "calls", "price": calls},
+        {
+            "key": "cpu",
+            "meter": "cpu",
+            "price": cpu,
+            "time_basis": {"unit": "minute", "rounding": cpu_rounding},
+        },
+    ]
+    return tariff_document(key, charges, late_event_grace_seconds=GRACE_SECONDS)
 
 
 # Two tariffs over a count meter (calls) and a sum meter priced by time (cpu, for sessions).
@@ -123,47 +117,31 @@ def _version(calls: dict[str, Any], cpu: dict[str, Any], cpu_rounding: str) -> d
 # charged in another order than it was held, tiers move its price above what it held; the
 # tree then honours the hold as a price guarantee, crediting the difference on the statement.
 CATALOG: Final = {
-    "meters": [
-        {"key": "calls", "unit": "call", "aggregation": "count"},
-        {"key": "cpu", "unit": "vcpu", "aggregation": "sum"},
-    ],
+    "meters": [CALLS_METER, {"key": "cpu", "unit": "vcpu", "aggregation": "sum"}],
     "tariffs": [
-        {
-            "key": "flat",
-            "versions": [
-                _version(
-                    {"model": "per_unit", "unit_price": "0.125"},
-                    {"model": "per_unit", "unit_price": "0.03"},
-                    "exact",
-                )
-            ],
-        },
-        {
-            "key": "tiered",
-            "versions": [
-                _version(
-                    {
-                        "model": "graduated",
-                        "tiers": [
-                            {"up_to": "5", "unit_price": "0.2"},
-                            {"up_to": "15", "unit_price": "0.35", "flat_fee": "0.5"},
-                            {"up_to": None, "unit_price": "0.1"},
-                        ],
-                    },
-                    {
-                        "model": "graduated",
-                        "tiers": [
-                            {"up_to": "30", "unit_price": "0.02"},
-                            {"up_to": None, "unit_price": "0.01"},
-                        ],
-                    },
-                    "started_unit",
-                )
-            ],
-        },
+        _tariff("flat", per_unit("0.125"), per_unit("0.03"), "exact"),
+        _tariff(
+            "tiered",
+            {
+                "model": "graduated",
+                "tiers": [
+                    {"up_to": "5", "unit_price": "0.2"},
+                    {"up_to": "15", "unit_price": "0.35", "flat_fee": "0.5"},
+                    {"up_to": None, "unit_price": "0.1"},
+                ],
+            },
+            {
+                "model": "graduated",
+                "tiers": [
+                    {"up_to": "30", "unit_price": "0.02"},
+                    {"up_to": None, "unit_price": "0.01"},
+                ],
+            },
+            "started_unit",
+        ),
     ],
 }
-TARIFFS: Final = CatalogTariffs(decode_catalog(json.dumps(CATALOG)))
+TARIFFS: Final = catalog_tariffs(CATALOG)
 FLAT_CALL: Final = Decimal("0.125")
 """The price of a call on the flat tariff: what a linear slice answers uses at."""
 
