@@ -228,14 +228,18 @@ class Overdrafts:
         """Grant the longest time the tenant's room under its cap covers, at most
         ``SESSION_SECONDS_MAX``; it is not extended until the host answers again."""
         room = policy.overdraft_cap - self.outstanding.get(command.tenant, ZERO)
+        properties = dict(command.properties)
+
+        def price(seconds: int) -> Decimal | None:
+            return pricing.estimate(
+                command.meter, command.quantity, properties, seconds, command.time
+            )
 
         def cost(seconds: int) -> Decimal | None:
-            found = pricing.estimate(
-                command.meter, command.quantity, dict(command.properties), seconds, command.time
-            )
+            found = price(seconds)
             return found if found is not None and found <= room else None
 
-        if pricing.estimate(command.meter, command.quantity, {}, 1, command.time) is None:
+        if price(1) is None:
             raise _Refused(*_UNPRICED)
         longest = _longest(cost, min(policy.session_grant_seconds, SESSION_SECONDS_MAX))
         if longest is None:

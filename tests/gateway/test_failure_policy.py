@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 
 from actors.host import HostCore, HostStats
@@ -27,7 +28,7 @@ from engine.accounts import (
 )
 from engine.accounts.tariffs import CatalogTariffs
 from engine.instants import parse
-from engine.tariffs import decode_catalog
+from engine.tariffs import Tariff, decode_catalog
 from gateway.app import create_app
 from gateway.hosts import HostUnavailable
 from gateway.policy import Pricing
@@ -291,6 +292,40 @@ async def test_a_session_allowed_here_is_granted_what_the_cap_covers(
     setup.hosts.down = False
     assert await gateway(client).overdrafts.flush() == 1
     assert balance(setup, "open") == Decimal("9.70")
+
+
+REGIONAL = b"""{"key": "regional", "versions": [{"version": 1,
+  "effective_from": "2024-01-01T00:00:00Z", "currency": "EUR", "period": {"unit": "month"},
+  "charges": [{"key": "vm", "meter": "vm", "time_basis": {"unit": "second"}, "price": {
+    "model": "by_attribute", "property": "region",
+    "prices": [{"value": "eu", "price": {"model": "per_unit", "unit_price": "0.01"}}]}}]}]}"""
+
+
+async def test_a_session_is_priced_with_its_own_properties(
+    setup: Setup, client: httpx.AsyncClient
+) -> None:
+    """A tariff that prices only some values of a property (no default) prices a session that
+    names one of them, so the session is allowed, not denied as unpriced."""
+    catalogue = Catalogue(setup.url)
+    catalogue.save_tariff(msgspec.json.decode(REGIONAL, type=Tariff))
+    settings = TenantSettings(tariff="regional")
+    catalogue.save_tenant(
+        Tenant(
+            id="regional",
+            name="regional",
+            currency="EUR",
+            settings=settings,
+            failure_policy=FailurePolicy.allow_overdraft,
+            overdraft_cap=CAP,
+        )
+    )
+    catalogue.close()
+    setup.hosts.down = True
+    body = {"session": "vm-eu", "meter": "vm", "properties": {"region": "eu"}}
+    started = await post(client, setup, "/v1/sessions/start", id="s1", tenant="regional", **body)
+    assert started.status_code == 200, started.text
+    assert started.json()["granted_until"] == int(T) + 100  # 1.00 at 0.01 a second
+    assert counted(client, "allow_overdraft", "unpriced") == 0
 
 
 async def test_an_unknown_tenant_or_a_catalogue_without_a_price_is_denied(
