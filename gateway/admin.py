@@ -53,12 +53,20 @@ from gateway.admin_messages import (
     TenantQuery,
     TenantView,
 )
-from gateway.app import Gateway, _decision, _decode, _gateway, _json, _read_body
+from gateway.app import (
+    Gateway,
+    _decision,
+    _decode,
+    _gateway,
+    _json,
+    _path_tenant,
+    _read_body,
+)
 from gateway.errors import ApiError
 from gateway.keys import is_admin
 from gateway.messages import Decision
 from gateway.openapi import Operation, Parameter
-from persistence.catalogue import TENANT_ID_PATTERN, Catalogue, Tenant
+from persistence.catalogue import Catalogue, Tenant
 from persistence.credentials import ApiKey
 
 T = TypeVar("T")
@@ -128,13 +136,6 @@ def _query(request: Request, kind: type[T]) -> T:
         raise errors.from_validation(error) from None
 
 
-def _tenant_id(request: Request) -> str:
-    tenant: str = request.path_params["tenant"]
-    if not TENANT_ID_PATTERN.fullmatch(tenant):
-        raise errors.invalid("tenant: must be 1-64 letters, digits or '_.:-'", "tenant")
-    return tenant
-
-
 async def _blocking(call: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     return await asyncio.to_thread(call, *args, **kwargs)
 
@@ -188,7 +189,7 @@ async def create_tenant(request: Request, gateway: Gateway) -> Response:
 
 
 async def update_tenant(request: Request, gateway: Gateway) -> Response:
-    tenant_id = _tenant_id(request)
+    tenant_id = _path_tenant(request)
     message = await _body(request, gateway, TenantFields)
     tenant = _catalogue_tenant(message, tenant_id)
     async with _writes(request):
@@ -197,7 +198,7 @@ async def update_tenant(request: Request, gateway: Gateway) -> Response:
 
 
 async def assign_tariff(request: Request, gateway: Gateway) -> Response:
-    tenant_id = _tenant_id(request)
+    tenant_id = _path_tenant(request)
     message = await _body(request, gateway, TariffAssignmentRequest)
 
     def assigned(existing: Tenant) -> Tenant:
@@ -268,7 +269,7 @@ def _tenant_detail(catalogue: Catalogue, tenant_id: str) -> TenantDetail:
 
 
 async def get_tenant(request: Request, gateway: Gateway) -> Response:
-    return _json(await _blocking(_tenant_detail, gateway.catalogue, _tenant_id(request)))
+    return _json(await _blocking(_tenant_detail, gateway.catalogue, _path_tenant(request)))
 
 
 async def list_tenants(request: Request, gateway: Gateway) -> Response:
@@ -295,7 +296,7 @@ async def resume_tenant(request: Request, gateway: Gateway) -> Response:
 async def _tenant_command(
     request: Request, gateway: Gateway, kind: type[Suspend | Resume], action: str
 ) -> Response:
-    tenant = _tenant_id(request)
+    tenant = _path_tenant(request)
     root = await gateway.roots.root_of(tenant)
     if root is None:
         raise errors.unknown_tenant("tenant")
@@ -304,7 +305,7 @@ async def _tenant_command(
 
 
 async def add_credit(request: Request, gateway: Gateway) -> Response:
-    tenant = _tenant_id(request)
+    tenant = _path_tenant(request)
     message = await _body(request, gateway, CreditRequest)
     root = await gateway.roots.root_of(tenant)
     if root is None:

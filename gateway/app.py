@@ -292,9 +292,7 @@ async def _event_roots(gateway: Gateway, key: ApiKey, tenants: list[str]) -> dic
 async def balance(request: Request) -> Response:
     gateway = _gateway(request)
     key = await gateway.verifier.authenticate(request.headers.get("authorization"))
-    tenant = request.path_params["tenant"]
-    if not TENANT_ID_PATTERN.fullmatch(tenant):
-        raise errors.invalid("tenant: must be 1-64 letters, digits or '_.:-'", "tenant")
+    tenant = _path_tenant(request)
     root = await gateway.root_in_scope(key, tenant)
     found = await gateway.transport.balance(gateway.transport.host_of(root), root, tenant)
     if found is None:
@@ -307,9 +305,7 @@ async def usage(request: Request) -> Response:
     """The tenant's open period so far: quantities, the statement's lines as they stand."""
     gateway = _gateway(request)
     key = await gateway.verifier.authenticate(request.headers.get("authorization"))
-    tenant = request.path_params["tenant"]
-    if not TENANT_ID_PATTERN.fullmatch(tenant):
-        raise errors.invalid("tenant: must be 1-64 letters, digits or '_.:-'", "tenant")
+    tenant = _path_tenant(request)
     root = await gateway.root_in_scope(key, tenant)
     host = gateway.transport.host_of(root)
     found = _answered(await gateway.transport.usage(host, root, tenant, gateway.now()))
@@ -376,6 +372,14 @@ async def readyz(request: Request) -> Response:
 def _gateway(request: Request) -> Gateway:
     gateway: Gateway = request.app.state.gateway
     return gateway
+
+
+def _path_tenant(request: Request) -> str:
+    """The ``{tenant}`` in the path, checked as a tenant id in a body is (422)."""
+    tenant: str = request.path_params["tenant"]
+    if not TENANT_ID_PATTERN.fullmatch(tenant):
+        raise errors.invalid("tenant: must be 1-64 letters, digits or '_.:-'", "tenant")
+    return tenant
 
 
 async def _read_body(request: Request, limit_bytes: int) -> bytes:
