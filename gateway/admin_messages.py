@@ -18,12 +18,12 @@ import msgspec
 
 from engine.accounts import CreditKind, TenantSettings, TopUp
 from engine.accounts.commands import Id, TenantId
-from engine.instants import Instant, from_datetime
+from engine.instants import Instant
 from engine.meters import Key, Meter
 from engine.pricing.base import check_price
 from engine.tariffs import PaymentMode, Tariff
 from gateway.keys import Scope
-from gateway.messages import Timestamp
+from gateway.messages import Timestamp, instant_of
 from persistence.catalogue import BillingAddress, FailurePolicy, Tenant
 
 PAGE_LIMIT_DEFAULT: Final = 100
@@ -213,7 +213,6 @@ class CreditRequest(_In, frozen=True, kw_only=True):
             raise ValueError("amount: must be greater than zero")
 
     def command(self, tenant: str, now: Instant) -> TopUp:
-        expires_at = self.expires_at
         return TopUp(
             id=self.id,
             tenant=tenant,
@@ -221,9 +220,7 @@ class CreditRequest(_In, frozen=True, kw_only=True):
             amount=self.amount,
             kind=self.kind,
             priority=self.priority,
-            expires_at=from_datetime(expires_at)
-            if isinstance(expires_at, datetime)
-            else expires_at,
+            expires_at=instant_of(self.expires_at),
         )
 
 

@@ -59,7 +59,8 @@ Timestamp = (
 TtlSeconds = Annotated[int, msgspec.Meta(ge=1, le=TTL_SECONDS_MAX)]
 
 
-def _instant(timestamp: int | datetime | None) -> Instant | None:
+def instant_of(timestamp: int | datetime | None) -> Instant | None:
+    """A decoded :data:`Timestamp` as an instant."""
     if timestamp is None or isinstance(timestamp, int):
         return timestamp
     return from_datetime(timestamp)
@@ -89,7 +90,7 @@ class _Usage(_Request, frozen=True, kw_only=True):
             "quantity": self.quantity,
             "properties": self.properties,
             "duration_seconds": self.duration_seconds,
-            "usage_time": _instant(self.usage_time),
+            "usage_time": instant_of(self.usage_time),
         }
 
 
