@@ -62,18 +62,6 @@ class Operation(msgspec.Struct, frozen=True, kw_only=True):
     description: str = ""
 
 
-LIMIT: Final = Parameter(
-    name="limit",
-    description="How many items to answer (1 to 1,000).",
-    schema={"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
-)
-AFTER: Final = Parameter(
-    name="after",
-    description="The `next` cursor of the previous page; absent for the first page.",
-    schema={"type": "string", "maxLength": 128},
-)
-PAGE: Final = (LIMIT, AFTER)
-
 _HOT: Final = "usage"
 _HEALTH: Final = "health"
 
