@@ -31,6 +31,7 @@ from typing import Any, Final
 
 from engine.accounts import Command, GrantedUse, OpenGrant, Outcome, Reason, ReportGrant
 from engine.accounts.commands import GRANTED_USES_MAX
+from engine.numbers import PRECISION_DIGITS
 from gateway import errors
 from gateway.coalescer import Coalescer
 from gateway.config import GatewayConfig
@@ -43,11 +44,11 @@ Key = tuple[str, str, str]
 """(root, tenant, meter)."""
 
 _EXACT: Final = decimal.Context(
-    prec=60,
+    prec=PRECISION_DIGITS,
     traps=[decimal.Inexact, decimal.InvalidOperation, decimal.DivisionByZero, decimal.Overflow],
 )
-"""Prices times quantities are exact here as in the engine (60 digits), whatever context
-the thread has; an inexact result would be a bug, and raises."""
+"""Prices times quantities are exact here as in the engine, whatever context the thread has;
+an inexact result would be a bug, and raises."""
 SPENT_FRACTION: Final = Decimal("0.1")
 """A slice with less than this share of its units left is reported final, and a new one may
 open, so that the last units do not leave requests on the host path one by one."""
