@@ -18,7 +18,7 @@ from typing import Final
 import msgspec
 
 from engine.accounts import Reason
-from engine.accounts.commands import DECISIONS  # refusals answered 200, accepted false
+from engine.accounts.commands import DECISIONS as DECISIONS  # answered 200, accepted false
 
 
 class ErrorBody(msgspec.Struct, frozen=True, kw_only=True):
@@ -117,7 +117,9 @@ def host_busy(message: str = "the account host is busy; retry later") -> ApiErro
 def host_unavailable(message: str = "the account host did not answer in time") -> ApiError:
     """The host cannot be reached: the request is denied (the default failure policy). A
     write may still have been applied; a retry with the same id is applied once."""
-    return ApiError(503, "host_unavailable", message, headers={"Retry-After": "1"})
+    return ApiError(
+        503, "host_unavailable", message, headers={"Retry-After": str(RETRY_AFTER_SECONDS)}
+    )
 
 
 def internal(message: str = "an internal error occurred") -> ApiError:
