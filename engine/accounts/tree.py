@@ -162,8 +162,8 @@ class TenantTree:
             c.Authorize: self._authorize,
             c.Capture: self._capture,
             c.Release: self._release,
-            c.AuthorizeAndRecord: self._authorize_and_record,
-            c.Record: self._record,
+            c.AuthorizeAndRecord: self._usage,
+            c.Record: self._usage,
             c.StartSession: self._start_session,
             c.Heartbeat: self._heartbeat,
             c.StopSession: self._stop_session,
@@ -181,6 +181,8 @@ class TenantTree:
 
     def payer(self, node: NodeState) -> NodeState | None:
         """The nearest tenant on the way to the root (itself included) with its own balance."""
+        if node.wallet is not None:
+            return node  # the common case, without building the path to the root
         for step in self._path(node):
             if step.wallet is not None:
                 return step
@@ -208,9 +210,9 @@ class TenantTree:
         for step in self._path(node):
             if step is payer:
                 break
-            cap = step.settings.cap
-            if cap is not None:
-                available = min(available, cap - step.drawn - step.drawn_held)
+            room = _cap_room(step)
+            if room is not None:
+                available = min(available, room)
         return available
 
     def take_statements(self) -> list[tuple[str, Statement]]:
@@ -377,27 +379,26 @@ class TenantTree:
 
     # Usage ----------------------------------------------------------------------------------
 
-    def _record(
-        self, command: c.Record, node: NodeState, time: Instant, alerts: list[Alert]
-    ) -> Outcome:
-        return self._usage(command, node, time, alerts, authorize=False)
-
-    def _authorize_and_record(
-        self, command: c.AuthorizeAndRecord, node: NodeState, time: Instant, alerts: list[Alert]
-    ) -> Outcome:
-        return self._usage(command, node, time, alerts, authorize=True)
-
     def _usage(
         self,
         command: c.Record | c.AuthorizeAndRecord,
         node: NodeState,
         time: Instant,
         alerts: list[Alert],
-        *,
-        authorize: bool,
     ) -> Outcome:
-        """Charge usage; with ``authorize``, only if every tenant on its path allows it."""
-        if self._standalone(node, command):
+        """Charge usage: a ``Record`` always, an ``AuthorizeAndRecord`` only if every tenant
+        on its path allows it."""
+        authorize = command.__class__ is c.AuthorizeAndRecord
+        period = node.period
+        # The short way, for a tenant that is _alone, not suspended, with usage in its current
+        # period. The long way gives the same result.
+        if (
+            _alone(node)
+            and not node.suspended
+            and command.usage_time is None
+            and period is not None
+            and period.period.start <= command.time < period.period.end
+        ):
             return self._one_step(command, node, time, alerts, authorize=authorize)
         plan = self._plan(node, _event(command), time)
         if isinstance(plan, Outcome):
@@ -490,21 +491,6 @@ class TenantTree:
         self._unhold(reservation.held)
         return self._accepted(node)
 
-    def _standalone(self, node: NodeState, command: c.Record | c.AuthorizeAndRecord) -> bool:
-        """Whether a usage command can take the short way: a tenant alone in its tree, with a
-        balance, no quotas, usage in the current period. The long way gives the same result."""
-        period = node.period
-        return (
-            node.wallet is not None
-            and period is not None
-            and not node.children
-            and node.settings.parent is None
-            and not node.settings.quotas
-            and not node.suspended
-            and command.usage_time is None
-            and period.period.start <= command.time < period.period.end
-        )
-
     def _one_step(
         self,
         command: c.Record | c.AuthorizeAndRecord,
@@ -525,13 +511,7 @@ class TenantTree:
                 return denied(Reason.rating_rejected, rated.field, rated.message)
             accepted, amount = rated
             if not accepted:
-                if node.cut_off:
-                    return denied(
-                        Reason.account_cut_off, None, "the account was cut off; a top-up reopens it"
-                    )
-                return denied(
-                    Reason.insufficient_credit, None, f"costs {amount}, {budget} available"
-                )
+                return _denied_cut_off() if node.cut_off else _denied_credit(amount, budget)
         else:
             recorded = rater.rate(period, command)
             if isinstance(recorded, Rejection):
@@ -541,6 +521,7 @@ class TenantTree:
             wallet.charge(amount, REVENUE_USAGE, PK.charge, time, command.id)
             node.spent += amount
             settings = node.settings
+            # Only when :meth:`_after_charge` has something to act on: the hot path skips it.
             if (
                 settings.balance_alerts
                 or settings.budget
@@ -548,6 +529,8 @@ class TenantTree:
                 or wallet.ledger.customer_credits + wallet.credit_limit < 0
             ):
                 self._after_charge(node, time, alerts)
+        # What _accepted answers for a tenant that is its own payer, written out: the call
+        # alone is a measurable part of the one-step path.
         return Outcome(
             accepted=True,
             amount=amount,
@@ -609,13 +592,7 @@ class TenantTree:
         itself: only where the tree would charge each use alone, at that price, whatever
         else happens (see ``OpenGrant.linear``); else why not."""
         period = node.period
-        if (
-            node.wallet is None
-            or period is None
-            or node.children
-            or node.settings.parent is not None
-            or node.settings.quotas
-        ):
+        if period is None or not _alone(node):
             return denied(
                 Reason.grant_not_linear,
                 "tenant",
@@ -726,24 +703,14 @@ class TenantTree:
         grant.used += used
         charged = ZERO
         if used > 0:
-            event = Event(
-                id=reference,
-                meter=grant.meter,
-                time=time,
-                quantity=used,
-                properties=grant.properties,
-            )
-            plan = self._plan(node, event, time)
+            plan = self._plan(node, _slice_usage(grant, used, time, reference), time)
             if not isinstance(plan, Outcome):
                 charged = self._apply(plan, time, reference, alerts, guarantee=guarantee)
         left = grant.quantity - grant.used
         if final or left <= 0:
             del self.state.slices[grant.grant_id]
             return charged
-        rest = Event(
-            id=reference, meter=grant.meter, time=time, quantity=left, properties=grant.properties
-        )
-        plan = self._plan(node, rest, time, reserve=True)
+        plan = self._plan(node, _slice_usage(grant, left, time, reference), time, reserve=True)
         if isinstance(plan, Outcome):
             grant.held = None
             return charged
@@ -796,9 +763,9 @@ class TenantTree:
     def _heartbeat(
         self, command: c.Heartbeat, node: NodeState, time: Instant, alerts: list[Alert]
     ) -> Outcome:
-        session = self.state.sessions.get(command.session)
-        if session is None or session.tenant != node.tenant:
-            return denied(Reason.unknown_session, "session", "no running session with this id")
+        session = self._running_session(command.session, node)
+        if isinstance(session, Outcome):
+            return session
         self._regrant_or_cut_off(session, time, alerts)
         if session.session_id not in self.state.sessions:
             # The session ended here; this is news, not a refusal: it changed the state.
@@ -811,11 +778,17 @@ class TenantTree:
     def _stop_session(
         self, command: c.StopSession, node: NodeState, time: Instant, alerts: list[Alert]
     ) -> Outcome:
-        session = self.state.sessions.get(command.session)
-        if session is None or session.tenant != node.tenant:
-            return denied(Reason.unknown_session, "session", "no running session with this id")
+        session = self._running_session(command.session, node)
+        if isinstance(session, Outcome):
+            return session
         charged = self._end_session(session, time, command.id, alerts)
         return self._accepted(node, amount=charged)
+
+    def _running_session(self, session_id: str, node: NodeState) -> Session | Outcome:
+        session = self.state.sessions.get(session_id)
+        if session is None or session.tenant != node.tenant:
+            return denied(Reason.unknown_session, "session", "no running session with this id")
+        return session
 
     def _session_event(self, session: Session, seconds: int) -> Event:
         return Event(
@@ -1030,28 +1003,23 @@ class TenantTree:
                     )
         costs = plan.costs()
         for node, payer in self._draws(plan):
-            cap = node.settings.cap
-            cost = costs.get(payer.tenant, ZERO)
-            if cap is not None and node.drawn + node.drawn_held + cost > cap:
+            room = _cap_room(node)
+            if room is not None and costs.get(payer.tenant, ZERO) > room:
                 return denied(
                     Reason.cap_exceeded,
                     "quantity",
-                    f"tenant {node.tenant!r} may draw at most {cap} per period",
+                    f"tenant {node.tenant!r} may draw at most {node.settings.cap} per period",
                 )
         for step in plan.steps:
             wallet = step.node.wallet
             if wallet is None or step.cost <= 0:
                 continue
             if step.node.cut_off:
-                return denied(
-                    Reason.account_cut_off, None, "the account was cut off; a top-up reopens it"
-                )
+                return _denied_cut_off()
             # A hold is backed only by credit that is still there when the hold ends.
             available = wallet.available_now() if horizon is None else wallet.available(horizon)
             if step.cost > available:
-                return denied(
-                    Reason.insufficient_credit, None, f"costs {step.cost}, {available} available"
-                )
+                return _denied_credit(step.cost, available)
         return None
 
     def _draws(self, plan: Plan) -> list[tuple[NodeState, NodeState]]:
@@ -1200,8 +1168,8 @@ class TenantTree:
         # before its expiry is posted.
         payable = max(ZERO, wallet.available(time))
         for pooled, payer in self._draws(plan):
-            if payer is step.node and pooled.settings.cap is not None:
-                room = pooled.settings.cap - pooled.drawn - pooled.drawn_held
+            room = _cap_room(pooled)
+            if payer is step.node and room is not None:
                 payable = min(payable, max(ZERO, room))
         if amount <= payable:
             return ZERO
@@ -1608,6 +1576,33 @@ def _event(command: c.AuthorizeAndRecord | c.Record | c.Authorize) -> Event:
     )
 
 
+def _slice_usage(grant: Slice, quantity: Decimal, time: Instant, reference: str) -> Event:
+    return Event(
+        id=reference, meter=grant.meter, time=time, quantity=quantity, properties=grant.properties
+    )
+
+
+def _alone(node: NodeState) -> bool:
+    """Whether the tenant is alone in its tree, rated, with a balance of its own and no
+    quotas: then each use is charged by itself, to it alone (the one-step path, and linear
+    slices priced by their caller)."""
+    return (
+        node.wallet is not None
+        and node.period is not None
+        and not node.children
+        and node.settings.parent is None
+        and not node.settings.quotas
+    )
+
+
+def _denied_cut_off() -> Outcome:
+    return denied(Reason.account_cut_off, None, "the account was cut off; a top-up reopens it")
+
+
+def _denied_credit(cost: Decimal, available: Decimal) -> Outcome:
+    return denied(Reason.insufficient_credit, None, f"costs {cost}, {available} available")
+
+
 def _quantity_problem(quantity: Decimal, *, whole: bool) -> str | None:
     """Why ``quantity`` is not a quantity a meter takes (``whole``: a count), if it is not."""
     try:
@@ -1624,6 +1619,13 @@ def _quota(node: NodeState, meter: str) -> Quota | None:
         if quota.meter == meter:
             return quota
     return None
+
+
+def _cap_room(node: NodeState) -> Decimal | None:
+    """What a capped pooled tenant may still draw this period (below zero once usage that
+    already happened took it past its cap); None without a cap."""
+    cap = node.settings.cap
+    return None if cap is None else cap - node.drawn - node.drawn_held
 
 
 def _payer_amount(plan: Plan) -> Decimal:
