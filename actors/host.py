@@ -335,9 +335,20 @@ class HostCore:
         self.stats_counters["snapshots_total"] += 1
         return self._sequence
 
+    def use_tariffs(self, tariffs: TariffSource) -> None:
+        """Rate every tree with ``tariffs`` from now on (the catalogue was reloaded)."""
+        self.tariffs = tariffs
+        for tree in self.trees.values():
+            tree.use_tariffs(tariffs)
+
     # Reading --------------------------------------------------------------------------------
 
     def tree(self, root: str) -> TenantTree | None:
+        """The tree of ``root``, brought up to date; None if it is not on this host. Asking
+        may replay it, which, like applying, needs the engine's decimal context (installed
+        per thread)."""
+        if not engine_context_installed():
+            use_engine_context()
         return self._activate(root)
 
     def stats(self) -> HostStats:
@@ -384,7 +395,7 @@ class HostCore:
         return JournalHealth(writable=problem is None, reason=problem)
 
     def balance(self, root: str, tenant: str) -> tuple[Decimal, Decimal | None] | None:
-        tree = self._activate(root)
+        tree = self.tree(root)
         if tree is None or tenant not in tree.state.nodes:
             return None
         return tree.balance(tenant), tree.available(tenant)
@@ -392,21 +403,13 @@ class HostCore:
     def usage(self, root: str, tenant: str, now: int) -> PeriodUsage | Outcome | None:
         """The tenant's open period so far; None if its tree is not on this host. Read-only:
         a timer due by ``now`` is let pass on a copy (see ``engine.accounts.queries``)."""
-        tree = self._activate(root)
-        if tree is None:
-            return None
-        if not engine_context_installed():
-            use_engine_context()
-        return queries.period_usage(tree, tenant, now)
+        tree = self.tree(root)
+        return None if tree is None else queries.period_usage(tree, tenant, now)
 
     def quote(self, root: str, query: QuoteQuery, now: int) -> Quote | Outcome | None:
         """The price of ``query`` now, changing nothing; None if its tree is not here."""
-        tree = self._activate(root)
-        if tree is None:
-            return None
-        if not engine_context_installed():
-            use_engine_context()
-        return queries.quote(tree, query, now)
+        tree = self.tree(root)
+        return None if tree is None else queries.quote(tree, query, now)
 
 
 def _directory_problem(path: object) -> str | None:

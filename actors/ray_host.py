@@ -105,10 +105,7 @@ class AccountHostActor:
 
     def reload_tariffs(self) -> None:
         with self.lock:
-            self.core.tariffs = open_storage(self.config, self.name, tariffs_only=True)[3]
-            for tree in self.core.trees.values():
-                tree.tariffs = self.core.tariffs
-                tree._raters.clear()
+            self.core.use_tariffs(open_storage(self.config, self.name, tariffs_only=True)[3])
 
     def ping(self) -> str:
         return self.name

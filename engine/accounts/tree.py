@@ -108,6 +108,12 @@ class TenantTree:
     def new(cls, root: str, tariffs: TariffSource) -> TenantTree:
         return cls(TreeState(root=root), tariffs)
 
+    def use_tariffs(self, tariffs: TariffSource) -> None:
+        """Rate with ``tariffs`` from now on (the catalogue was reloaded). A period keeps the
+        tariff version it was opened with; its rater is compiled again from the new source."""
+        self.tariffs = tariffs
+        self._raters.clear()
+
     # The one entry point --------------------------------------------------------------------
 
     def handle(self, command: c.Command) -> Outcome:

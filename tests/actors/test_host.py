@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from decimal import Decimal
 
 import pytest
@@ -11,6 +12,8 @@ from engine.accounts import (
     Authorize,
     AuthorizeAndRecord,
     ConfigureTenant,
+    Outcome,
+    QuoteQuery,
     Reason,
     TenantSettings,
     TopUp,
@@ -139,3 +142,34 @@ def test_a_command_for_an_unknown_tree_is_refused_and_a_batch_has_a_bound() -> N
     assert (outcome.accepted, outcome.reason) == (False, Reason.unknown_tenant)
     with pytest.raises(ValueError, match="at most"):
         core.apply([call("acme", n) for n in range(10_001)])
+
+
+def test_a_question_replays_a_waiting_tree_in_the_engine_context_whatever_thread_asks() -> None:
+    storage = Storage()
+    core = storage.host()
+    setup(core, "acme")
+    core.apply([call("acme", n) for n in range(3)])
+    storage.tariffs = catalog_tariffs(calls_catalog("0.25"))  # a new process compiles anew
+    recovered = storage.host()
+    assert "acme" in recovered.waiting
+    answers: list[object] = []
+    query = QuoteQuery(tenant="acme", meter="calls")
+    # A new thread starts with Python's default decimal context, not the engine's.
+    asker = threading.Thread(
+        target=lambda: answers.append(recovered.quote("acme", query, MARCH + 120))
+    )
+    asker.start()
+    asker.join()
+    [quote] = answers
+    assert quote is not None and not isinstance(quote, Outcome)
+    assert (quote.amount, quote.available) == (Decimal("0.25"), Decimal("9.25"))
+
+
+def test_reloaded_tariffs_rate_every_tree_from_then_on() -> None:
+    storage = Storage()
+    core = storage.host()
+    setup(core, "acme")
+    assert core.apply([call("acme", 1)])[0].amount == Decimal("0.25")
+    # The catalogue was edited in place (the version kept its number): the cached rater goes.
+    core.use_tariffs(catalog_tariffs(calls_catalog("0.50")))
+    assert core.apply([call("acme", 2)])[0].amount == Decimal("0.50")
