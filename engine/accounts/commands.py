@@ -112,7 +112,8 @@ class OpenGrant(_Command, frozen=True, kw_only=True, tag="open_grant"):
     """Open the slice only where every unit of the meter costs the same flat price, so that
     the caller can price its answers itself: a tenant alone in its tree, with a balance of
     its own and no quotas, whose tariff prices the meter per unit without free units,
-    limits, time basis, routing or grouping (else ``grant_not_linear``). The outcome then
+    limits, time basis, routing or grouping, and without ``properties`` (else
+    ``grant_not_linear``). The outcome then
     names ``unit_price``, and the slice ends at the latest with the period, whose tariff
     fixed that price."""
 

@@ -569,6 +569,11 @@ class TenantTree:
             linear = self._linear_price(node, command.meter)
             if isinstance(linear, Outcome):
                 return linear
+            if command.properties:
+                # Its uses are remembered as one-step records, which name no properties.
+                return denied(
+                    Reason.grant_not_linear, "properties", "a linear grant has no properties"
+                )
             unit_price = linear
             assert _payer_amount(plan) == command.quantity * unit_price, "priced linearly"
             # The price holds for the period whose tariff version fixed it.

@@ -164,6 +164,14 @@ def test_a_linear_slice_is_refused_in_a_tree_or_under_a_quota() -> None:
     assert not parent.tree.state.slices
 
 
+def test_a_linear_slice_with_properties_is_refused() -> None:
+    # Its uses are remembered as one-step records, which name no properties.
+    account = Account()
+    refused = account.open("g", 4, properties={"region": "eu"})
+    assert (refused.reason, refused.field) == (Reason.grant_not_linear, "properties")
+    assert not account.tree.state.slices
+
+
 def test_reported_uses_are_charged_once_and_remembered_as_answers() -> None:
     account = Account()
     account.open("g", 10)
