@@ -6,7 +6,7 @@ seen ``now`` yet (a period end or an expiry due since its last command); then th
 answered on a copy brought up to ``now``, so that the answer is the one a command at ``now``
 would see while the tree itself waits for its host to fire the timers (and journal them).
 
-The functions reach into the tree's planning (``_plan``, ``_check``, ``_path``, ``_rater``):
+The functions reach into the tree's planning (``_plan``, ``_check``, ``_rater``):
 they belong to the same package, and pricing and checking usage in one place is what keeps a
 quote equal to the charge of the record that follows it.
 """
@@ -56,7 +56,8 @@ class Quote(msgspec.Struct, frozen=True, kw_only=True):
     """Why it would be refused now (``insufficient_credit``, ``quota_exceeded`` …)."""
     message: str = ""
     available: Decimal | None = None
-    """The payer's credit that may still be spent; None without a limit."""
+    """What the tenant may still spend: the payer's credit, within the room under the cap of
+    every pooled tenant on the way (as a balance answers it); None without a limit."""
     quota_remaining: Decimal | None = None
     """Units of the meter left under the tightest hard quota on the way to the root."""
 
@@ -104,7 +105,7 @@ def quote(tree: TenantTree, query: QuoteQuery, now: Instant) -> Quote | Outcome:
         return plan
     payer = next(step for step in plan.steps if step.node.wallet is not None)
     refusal = tree._check(plan, time)
-    available = tree.available(payer.node.tenant)
+    available = tree.available(query.tenant)
     return Quote(
         tenant=query.tenant,
         amount=payer.cost,

@@ -210,3 +210,14 @@ def test_a_parent_sees_its_sub_tenants_and_a_sub_tenant_without_a_tariff_its_sha
     assert (alpha.period_start, alpha.lines) == (MARCH, ())
     assert [(line.tenant, line.amount) for line in alpha.breakdown] == [("alpha", Decimal("0.20"))]
     assert book.quote(3, tenant="alpha", meter="calls").amount == Decimal("0.30")
+
+
+def test_a_capped_sub_tenants_quote_says_what_is_left_under_its_cap() -> None:
+    book = Book(credit="100")
+    settings = {"parent": "acme", "funding": Funding.pool, "tariff": "api", "cap": Decimal(1)}
+    assert book.configure("alpha", **settings).accepted
+    book.record(4, tenant="alpha", meter="calls")  # 0.40 of the 1.00 cap drawn
+    found = book.quote(10, tenant="alpha", meter="calls")
+    assert (found.allowed, found.reason) == (False, Reason.cap_exceeded)
+    assert found.available == Decimal("0.60") == book.tree.available("alpha")
+    assert book.quote(1, meter="calls").available == book.tree.available("acme")
