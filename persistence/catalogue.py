@@ -15,7 +15,7 @@ from enum import StrEnum
 from typing import Any, Final
 
 import msgspec
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, select
 
 from engine.accounts.settings import TenantSettings
 from engine.currencies import MINOR_UNITS
@@ -23,7 +23,7 @@ from engine.meters import Meter
 from engine.periods import UnknownTimeZone, zone
 from engine.pricing.base import check_price
 from engine.tariffs import Catalog, PaymentMode, Tariff, TariffVersion, problems
-from persistence.database import Clock, Store, utc_now
+from persistence.database import Store, check_limit
 from persistence.models import (
     MeterRow,
     TariffAssignmentRow,
@@ -114,9 +114,6 @@ class TariffAssignment(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Catalogue(Store):
-    def __init__(self, url: str | Engine, *, clock: Clock = utc_now) -> None:
-        super().__init__(url, clock=clock)
-
     # Meters ---------------------------------------------------------------------------------
 
     def save_meter(self, meter: Meter) -> None:
@@ -133,7 +130,11 @@ class Catalogue(Store):
         return None if document is None else msgspec.convert(document, type=Meter)
 
     def list_meters(self, *, limit: int = 100, after: str | None = None) -> list[Meter]:
-        query = select(MeterRow.document).order_by(MeterRow.key).limit(_limit(limit))
+        query = (
+            select(MeterRow.document)
+            .order_by(MeterRow.key)
+            .limit(check_limit(limit, LIST_LIMIT_MAX))
+        )
         if after is not None:
             query = query.where(MeterRow.key > after)
         with self.engine.connect() as connection:
@@ -167,7 +168,7 @@ class Catalogue(Store):
         return found[0] if found else None
 
     def list_tariffs(self, *, limit: int = 100, after: str | None = None) -> list[Tariff]:
-        query = select(TariffRow).order_by(TariffRow.key).limit(_limit(limit))
+        query = select(TariffRow).order_by(TariffRow.key).limit(check_limit(limit, LIST_LIMIT_MAX))
         if after is not None:
             query = query.where(TariffRow.key > after)
         return self._tariffs(query)
@@ -251,7 +252,7 @@ class Catalogue(Store):
     ) -> list[Tenant]:
         """A page of tenants by id; with ``root``, only that tree's; with ``parent``, only
         that tenant's children."""
-        query = select(TenantRow).order_by(TenantRow.id).limit(_limit(limit))
+        query = select(TenantRow).order_by(TenantRow.id).limit(check_limit(limit, LIST_LIMIT_MAX))
         if after is not None:
             query = query.where(TenantRow.id > after)
         if root is not None:
@@ -305,12 +306,6 @@ def _builtins(struct: msgspec.Struct) -> Any:
 
 def _exists(connection: Connection, column: Any, value: str) -> bool:
     return connection.scalar(select(column).where(column == value)) is not None
-
-
-def _limit(limit: int) -> int:
-    if not 1 <= limit <= LIST_LIMIT_MAX:
-        raise ValueError(f"limit must be between 1 and {LIST_LIMIT_MAX}")
-    return limit
 
 
 def _version_row(tariff_key: str, version: TariffVersion) -> dict[str, Any]:

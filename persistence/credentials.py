@@ -14,9 +14,9 @@ from datetime import datetime
 from typing import Any, Final
 
 import msgspec
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import insert, select, update
 
-from persistence.database import Clock, Store, utc_now
+from persistence.database import Store, check_limit
 from persistence.hashing import COST_KEY, COST_PASSWORD, burn, hash_secret, verify_secret
 from persistence.models import ApiKeyRow, UserRow
 
@@ -47,9 +47,6 @@ class ApiKey(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class ApiKeys(Store):
-    def __init__(self, url: str | Engine, *, clock: Clock = utc_now) -> None:
-        super().__init__(url, clock=clock)
-
     def create(self, scopes: Sequence[str], tenant_root: str | None) -> tuple[str, str]:
         """Store a new key and return ``(key_id, plaintext)``; the plaintext is not kept."""
         scopes = _check_scopes(scopes)
@@ -105,9 +102,11 @@ class ApiKeys(Store):
         self, *, limit: int = 100, after: str | None = None, tenant_root: str | None = None
     ) -> list[ApiKey]:
         """A page of keys by id; with ``tenant_root``, only that tree's."""
-        if not 1 <= limit <= LIST_LIMIT_MAX:
-            raise ValueError(f"limit must be between 1 and {LIST_LIMIT_MAX}")
-        query = select(ApiKeyRow.__table__).order_by(ApiKeyRow.id).limit(limit)
+        query = (
+            select(ApiKeyRow.__table__)
+            .order_by(ApiKeyRow.id)
+            .limit(check_limit(limit, LIST_LIMIT_MAX))
+        )
         if after is not None:
             query = query.where(ApiKeyRow.id > after)
         if tenant_root is not None:
@@ -125,9 +124,6 @@ class User(msgspec.Struct, frozen=True, kw_only=True):
 
 class Users(Store):
     """People who sign in to the admin UI, by e-mail address and password."""
-
-    def __init__(self, url: str | Engine, *, clock: Clock = utc_now) -> None:
-        super().__init__(url, clock=clock)
 
     def create(self, email: str, password: str, role: str) -> User:
         email = _check_email(email)

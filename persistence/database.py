@@ -73,6 +73,13 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def check_limit(limit: int, limit_max: int) -> int:
+    """A page or batch size between 1 and ``limit_max``, else ValueError."""
+    if not 1 <= limit <= limit_max:
+        raise ValueError(f"limit must be between 1 and {limit_max}")
+    return limit
+
+
 class Store:
     """What every SQL store shares: an engine (its own, made from a URL, or one passed in and
     shared, which ``close`` then leaves open) and a clock for ``created_at`` columns."""

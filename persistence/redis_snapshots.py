@@ -8,14 +8,13 @@ one, as :class:`persistence.sql.SqlSnapshotStore` does.
 
 from __future__ import annotations
 
-import re
 from typing import Final
 
 import redis
 
+from persistence.hosts import check_host, check_snapshot
+
 KEY_PREFIX: Final = "meterwerk:snapshot:"
-HOST_PATTERN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
-SEQUENCE_MAX: Final = 2**63 - 1
 SNAPSHOT_BYTES_MAX: Final = 512 * 1024**2
 """Redis keeps at most 512 MiB in one value."""
 TIMEOUT_SECONDS: Final = 10.0
@@ -48,10 +47,7 @@ class RedisSnapshotStore:
         self._save = self.client.register_script(_SAVE)
 
     def save(self, host: str, sequence: int, data: bytes) -> None:
-        if not 0 <= sequence <= SEQUENCE_MAX:
-            raise ValueError(f"snapshot sequence {sequence} out of range")
-        if len(data) > SNAPSHOT_BYTES_MAX:
-            raise ValueError(f"snapshot of {len(data)} bytes; the limit is {SNAPSHOT_BYTES_MAX}")
+        check_snapshot(host, sequence, data, SNAPSHOT_BYTES_MAX)
         try:
             self._save(keys=[self._key(host)], args=[str(sequence), data])
         except redis.ResponseError as error:
@@ -70,6 +66,4 @@ class RedisSnapshotStore:
         self.client.close()
 
     def _key(self, host: str) -> str:
-        if not HOST_PATTERN.fullmatch(host):
-            raise ValueError(f"host name {host!r} must be 1-128 letters, digits, '_', '.' or '-'")
-        return f"{self.key_prefix}{host}"
+        return f"{self.key_prefix}{check_host(host)}"

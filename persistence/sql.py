@@ -6,16 +6,16 @@ The schema must exist: call :func:`persistence.migrate.migrate` first.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Final
 
 import msgspec
-from sqlalchemy import Engine, delete, func, select, update
+from sqlalchemy import delete, func, select, update
 
 from persistence.catalogue import Catalogue
 from persistence.credentials import ApiKey, ApiKeys, User, Users
-from persistence.database import Clock, Store, engine_for, utc_now
+from persistence.database import Store, check_limit, engine_for
+from persistence.hosts import check_snapshot
 from persistence.models import SnapshotRow, StatementQueueRow
 
 __all__ = [
@@ -30,8 +30,6 @@ __all__ = [
     "engine_for",
 ]
 
-HOST_PATTERN: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
-SEQUENCE_MAX: Final = 2**63 - 1
 SNAPSHOT_BYTES_MAX: Final = 1024**3
 """Postgres keeps at most 1 GiB in one bytea value."""
 STATEMENT_BYTES_MAX: Final = 16 * 1024**2
@@ -46,15 +44,8 @@ class SqlSnapshotStore(Store):
     past it, so it could never be recovered from (two hosts sharing a name would do this).
     """
 
-    def __init__(self, url: str | Engine, *, clock: Clock = utc_now) -> None:
-        super().__init__(url, clock=clock)
-
     def save(self, host: str, sequence: int, data: bytes) -> None:
-        _check_host(host)
-        if not 0 <= sequence <= SEQUENCE_MAX:
-            raise ValueError(f"snapshot sequence {sequence} out of range")
-        if len(data) > SNAPSHOT_BYTES_MAX:
-            raise ValueError(f"snapshot of {len(data)} bytes; the limit is {SNAPSHOT_BYTES_MAX}")
+        check_snapshot(host, sequence, data, SNAPSHOT_BYTES_MAX)
         values = {"host": host, "sequence": sequence, "data": data, "created_at": self.clock()}
         # Write first, read after: a SQLite transaction that reads before it writes can fail
         # outright when another process wrote in between, instead of waiting its turn.
@@ -101,9 +92,6 @@ class SqlStatementQueue(Store):
     ``(tenant, period_start, revision)`` once (ON CONFLICT DO NOTHING); ``take`` hands pending
     statements to the invoice pipeline, each to one caller only."""
 
-    def __init__(self, url: str | Engine, *, clock: Clock = utc_now) -> None:
-        super().__init__(url, clock=clock)
-
     def put(self, items: Sequence[tuple[str, int, int, bytes]]) -> None:
         now = self.clock()
         rows = [_queue_row(item, now) for item in items]
@@ -118,8 +106,7 @@ class SqlStatementQueue(Store):
         """Mark up to ``limit`` pending statements taken and return them, oldest first.
         Concurrent callers never get the same statement (on Postgres, rows another caller is
         taking are skipped; SQLite runs one writer at a time)."""
-        if not 1 <= limit <= TAKE_LIMIT_MAX:
-            raise ValueError(f"limit must be between 1 and {TAKE_LIMIT_MAX}")
+        check_limit(limit, TAKE_LIMIT_MAX)
         queue = StatementQueueRow
         # A CTE, because Postgres may run a subquery in IN once per candidate row, and a
         # LIMIT … SKIP LOCKED run again picks more rows; a CTE that locks rows runs once.
@@ -168,11 +155,3 @@ def _queue_row(item: tuple[str, int, int, bytes], now: object) -> dict[str, obje
         "status": "pending",
         "created_at": now,
     }
-
-
-def _check_host(host: str) -> None:
-    if not HOST_PATTERN.fullmatch(host):
-        raise ValueError(
-            f"host name {host!r} must be 1-128 letters, digits, '_', '.' or '-', "
-            "starting with a letter or digit"
-        )

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import re
+import sys
+from array import array
 from collections.abc import Iterator, Sequence
 
 RECORD_BYTES_MAX = 1024 * 1024
@@ -15,7 +16,7 @@ SEQUENCE_MAX = 2**53
 """Sequences stay below 2**53 so that every store (and Lua's doubles in Redis) holds them
 exactly. At a million records a second that is 285 years."""
 
-_HOST_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+assert array("I").itemsize == 4, "length tables are u32"
 
 
 class JournalError(Exception):
@@ -33,16 +34,6 @@ class JournalFailed(JournalError):
     snapshot and the journal, which then holds the batch either wholly or not at all."""
 
 
-def check_host(host: str) -> str:
-    """Host names become file names, keys and column values, so they are kept plain."""
-    if not _HOST_PATTERN.fullmatch(host):
-        raise ValueError(
-            f"journal host name {host!r} must be 1-128 characters of letters, digits, '_', '.' "
-            "or '-', not starting with '.', '_' or '-'"
-        )
-    return host
-
-
 def check_batch(records: Sequence[bytes], record_bytes_max: int, batch_bytes_max: int) -> int:
     """Return the batch's total size in bytes, or raise ValueError for an oversize record or
     batch, before anything is written."""
@@ -57,6 +48,15 @@ def check_batch(records: Sequence[bytes], record_bytes_max: int, batch_bytes_max
     if total > batch_bytes_max:
         raise ValueError(f"journal batch is {total} bytes; the limit is {batch_bytes_max}")
     return total
+
+
+def length_table(records: Sequence[bytes]) -> bytes:
+    """The records' lengths as little-endian u32s: with the records joined back to back, this
+    is how a file frame and the Redis append script carry a batch in two strings."""
+    lengths = array("I", map(len, records))
+    if sys.byteorder != "little":
+        lengths.byteswap()
+    return lengths.tobytes()
 
 
 def check_sequence(last: int, count: int) -> None:

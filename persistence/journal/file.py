@@ -34,16 +34,17 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
+from persistence.hosts import check_host
 from persistence.journal._base import (
     BATCH_BYTES_MAX,
     RECORD_BYTES_MAX,
     JournalCorrupt,
     JournalFailed,
     check_batch,
-    check_host,
     check_sequence,
     check_trim,
     gapless,
+    length_table,
 )
 
 try:
@@ -59,7 +60,6 @@ _FRAME_PREFIX = struct.Struct("<IIQ")  # body_bytes, count, first_sequence
 _FRAME_HEADER = struct.Struct("<IIQI")  # ... and the CRC32
 _CRC = struct.Struct("<I")
 _LENGTHS_LITTLE = sys.byteorder == "little"
-assert array("I").itemsize == 4
 _SUFFIX = ".seg"
 _TRIMMED = "trimmed"
 _LOCK = "lock"
@@ -345,10 +345,7 @@ class _Scan:
 
 def _encode(records: Sequence[bytes], first: int) -> list[bytes]:
     """One frame, as the parts of one ``writev``: header, length table, records."""
-    lengths = array("I", map(len, records))
-    if not _LENGTHS_LITTLE:
-        lengths.byteswap()
-    table = lengths.tobytes()
+    table = length_table(records)
     payload = b"".join(records)
     prefix = _FRAME_PREFIX.pack(len(table) + len(payload), len(records), first)
     crc = zlib.crc32(payload, zlib.crc32(table, zlib.crc32(prefix)))

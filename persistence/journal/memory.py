@@ -6,11 +6,11 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator, Sequence
 
+from persistence.hosts import check_host
 from persistence.journal._base import (
     BATCH_BYTES_MAX,
     RECORD_BYTES_MAX,
     check_batch,
-    check_host,
     check_sequence,
     check_trim,
 )

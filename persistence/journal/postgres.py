@@ -18,12 +18,12 @@ from typing import Any
 
 import psycopg
 
+from persistence.hosts import check_host
 from persistence.journal._base import (
     BATCH_BYTES_MAX,
     RECORD_BYTES_MAX,
     JournalFailed,
     check_batch,
-    check_host,
     check_sequence,
     check_trim,
     gapless,
@@ -82,7 +82,7 @@ class PostgresJournal:
         )
         try:
             self._prepare(create_tables)
-            self._last = self._query_int(_LAST, (host, host))
+            self._last = int(self._scalar(_LAST, (host, host)))
         except BaseException:
             self._connection.close()
             raise
@@ -94,10 +94,10 @@ class PostgresJournal:
                 connection.execute("SELECT pg_advisory_xact_lock(%s)", (_DDL_LOCK,))
                 for statement in POSTGRES_DDL:
                     connection.execute(statement)
-        if self._query_text("SHOW synchronous_commit") == "off":
+        if self._scalar("SHOW synchronous_commit") == "off":
             logger.warning("journal: synchronous_commit is off on the server; turning it on")
             connection.execute("SET synchronous_commit = on")
-        if not self._query_bool(_HOST_LOCK, (self.host,)):
+        if not self._scalar(_HOST_LOCK, (self.host,)):
             raise JournalFailed(f"journal host {self.host!r} is open in another writer")
 
     # The port.
@@ -135,7 +135,7 @@ class PostgresJournal:
 
     def read(self, after: int = 0) -> Iterator[tuple[int, bytes]]:
         self._check_usable()
-        start = max(after, self._query_int(_TRIMMED, (self.host,)))
+        start = max(after, int(self._scalar(_TRIMMED, (self.host,))))
         return gapless(self._read(start, self._last), start, self._last)
 
     def trim(self, through: int) -> None:
@@ -166,20 +166,11 @@ class PostgresJournal:
                     yield sequence, bytes(record)
                 after = rows[-1][0]
 
-    def _query_int(self, query: str, params: tuple[Any, ...]) -> int:
+    def _scalar(self, query: str, params: tuple[Any, ...] | None = None) -> Any:
+        """The one value a query that always returns one row returns."""
         row = self._connection.execute(query, params).fetchone()
         assert row is not None
-        return int(row[0])
-
-    def _query_bool(self, query: str, params: tuple[Any, ...]) -> bool:
-        row = self._connection.execute(query, params).fetchone()
-        assert row is not None
-        return bool(row[0])
-
-    def _query_text(self, query: str) -> str:
-        row = self._connection.execute(query).fetchone()
-        assert row is not None
-        return str(row[0])
+        return row[0]
 
     def _check_usable(self) -> None:
         if self._closed:

@@ -28,22 +28,21 @@ replica's fsync.
 from __future__ import annotations
 
 import logging
-import sys
-from array import array
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import redis
 
+from persistence.hosts import check_host
 from persistence.journal._base import (
     BATCH_BYTES_MAX,
     RECORD_BYTES_MAX,
     JournalFailed,
     check_batch,
-    check_host,
     check_sequence,
     check_trim,
     gapless,
+    length_table,
 )
 
 logger = logging.getLogger(__name__)
@@ -116,13 +115,10 @@ class RedisStreamJournal:
         if not records:
             return self._last
         check_sequence(self._last, len(records))
-        lengths = array("I", map(len, records))
-        if sys.byteorder != "little":
-            lengths.byteswap()
         arguments: list[int | bytes] = [
             self._last + 1,
             len(records),
-            lengths.tobytes(),
+            length_table(records),
             b"".join(records),
         ]
         try:
