@@ -130,8 +130,11 @@ class Metrics:
     # Hooks ----------------------------------------------------------------------------------
 
     def observe_request(self, scope: Scope, status: int, seconds: float) -> None:
-        method = scope.get("method", "")
-        key = (self._route_label(scope), method if method in METHODS else "other", status)
+        self.observe(self._route_label(scope), scope.get("method", ""), status, seconds)
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count one request to the route labelled ``route`` (its template)."""
+        key = (route, method if method in METHODS else "other", status)
         children = self._request_children.get(key)
         if children is None:
             route, method, _ = key

@@ -4,17 +4,21 @@ idempotency, coalescing, and no overspend under a race."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
+from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
 
+from gateway.app import create_app
 from gateway.config import GatewayConfig
+from gateway.hosts import HostFailed
 from gateway.messages import EVENTS_MAX
-from tests.gateway.conftest import Stack, gateway_client, headers
+from tests.gateway.conftest import Stack, gateway_client, headers, in_process_client
 
 pytestmark = pytest.mark.anyio
 
@@ -180,6 +184,56 @@ async def test_a_body_over_the_limit_is_413(stack: Stack) -> None:
         answer = await record(client, stack.admin_key, tenant, properties=padding)
     assert answer.status_code == 413
     assert answer.json()["code"] == "body_too_large"
+
+
+async def test_a_body_is_read_in_chunks_and_its_declared_length_checked_first(
+    stack: Stack,
+) -> None:
+    tenant = stack.tenant()
+    body = json.dumps({"id": new_id(), "tenant": tenant, "meter": "calls"}).encode()
+
+    async def chunks(data: bytes, size: int) -> AsyncIterator[bytes]:
+        for start in range(0, len(data), size):
+            yield data[start : start + size]
+
+    small = GatewayConfig(body_bytes_max=1_024)
+    async with gateway_client(stack.hosts, stack.url, small) as client:
+        auth = headers(stack.admin_key)
+        whole = await client.post("/v1/record", content=chunks(body, 7), headers=auth)
+        assert (whole.status_code, whole.json()["accepted"]) == (200, True)
+        # Streamed without a Content-Length, the limit is found while reading.
+        large = await client.post("/v1/record", content=chunks(b"x" * 2_000, 100), headers=auth)
+        assert (large.status_code, large.json()["code"]) == (413, "body_too_large")
+        declared = {**auth, "content-length": "5000"}
+        early = await client.post("/v1/record", content=b"{}", headers=declared)
+        assert (early.status_code, early.json()["code"]) == (413, "body_too_large")
+        garbled = {**auth, "content-length": "two"}
+        answer = await client.post("/v1/record", content=b"{}", headers=garbled)
+        assert (answer.status_code, answer.json()["code"]) == (400, "malformed_json")
+
+
+async def test_a_hot_route_answers_other_methods_405(client: httpx.AsyncClient) -> None:
+    for path in ("/v1/record", "/v1/events", "/v1/sessions/start"):
+        answer = await client.get(path)
+        assert (answer.status_code, answer.json()["code"]) == (405, "method_not_allowed")
+
+
+async def test_a_host_that_fails_is_500_logged_and_counted(
+    stack: Stack, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = create_app(stack.hosts, stack.url)
+
+    async def failing(*_args: Any) -> Any:
+        raise HostFailed("the host raised")
+
+    app.state.gateway.coalescer.submit = failing
+    async with in_process_client(app) as client:
+        answer = await record(client, stack.admin_key, stack.tenant())
+        metrics = (await client.get("/metrics")).text
+    assert (answer.status_code, answer.json()["code"]) == (500, "internal_error")
+    assert "/v1/record failed" in caplog.text and "the host raised" in caplog.text
+    line = 'meterwerk_http_requests_total{method="POST",route="/v1/record",status="500"} 1.0'
+    assert line in metrics
 
 
 async def test_keys_are_required_and_limited_to_their_tree(

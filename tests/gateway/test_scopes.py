@@ -225,7 +225,9 @@ def nothing(_tenant: str, _w: World) -> Any:
 HOT_PATH = (
     Cell(
         "POST /v1/authorize",
-        post("/v1/authorize", lambda t, _w: usage(t, ttl_seconds=1)),
+        # Held for an hour: a reservation expiring while a refused call is watched would
+        # look like money moved.
+        post("/v1/authorize", lambda t, _w: usage(t, ttl_seconds=3_600)),
         moves_money=True,
     ),
     Cell("POST /v1/capture", post("/v1/capture", reservation), allowed=404),
