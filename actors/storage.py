@@ -11,6 +11,7 @@ from pathlib import Path
 
 import msgspec
 
+from actors.host import SNAPSHOT_EVERY_COMMANDS, SNAPSHOT_EVERY_SECONDS
 from engine.accounts.tariffs import CatalogTariffs, TariffSource
 from engine.ports import Journal, SnapshotStore, StatementQueue
 from engine.tariffs import Catalog, decode_catalog
@@ -26,8 +27,8 @@ class StorageConfig(msgspec.Struct, frozen=True, kw_only=True):
     """Also keep snapshots in Redis, for a fast warm restart."""
     catalog_path: str | None = None
     """A catalogue document to rate with; None reads the catalogue from the database."""
-    snapshot_every_commands: int = 200_000
-    snapshot_every_seconds: float = 300.0
+    snapshot_every_commands: int = SNAPSHOT_EVERY_COMMANDS
+    snapshot_every_seconds: float = SNAPSHOT_EVERY_SECONDS
     fsync: bool = True
 
     @property

@@ -6,8 +6,8 @@ machine:
 1. starts a trivial Starlette JSON endpoint under uvicorn with the gateway's settings, and
    measures its ceiling with wrk, sending it the same requests as the gateway gets in 2;
 2. seeds a temporary data directory (``load_tests.seed``) and starts ``meterwerk serve`` on it
-   as a subprocess: a local Ray with one account host per core, SQLite, the file journal with
-   a flush per batch (every answer leaves after its command is on disk);
+   as a subprocess: a local Ray with one account host per core but one, SQLite, the file
+   journal with a flush per batch (every answer leaves after its command is on disk);
 3. measures authorise-and-record (``POST /v1/record``, prepaid tenants with ample credit, each
    with its usage key) with wrk: requests per second, p50 and p99 latency;
 4. measures the latency at half that rate with an open-loop generator (``open_loop.py``, as
@@ -226,7 +226,7 @@ def _start_server(bench: Bench, port: int, env: dict[str, str] | None = None) ->
 
 
 def _hosts_option(hosts: int | None) -> list[str]:
-    """None: the server's default, one account host per core."""
+    """None: the server's default, one account host per core but one."""
     return [] if hosts is None else ["--hosts", str(hosts)]
 
 

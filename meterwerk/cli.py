@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--connections", type=int, default=64, help="http: connections")
     bench.add_argument("--threads", type=int, default=2, help="http: wrk threads")
     bench.add_argument("--tenants", type=int, default=4, help="http: tenants (each a key)")
-    bench.add_argument("--hosts", type=int, help="http: account hosts (default: one per core)")
+    bench.add_argument("--hosts", type=int, help="http: account hosts (default: the server's)")
     bench.set_defaults(handler=_bench)
     admin_key = commands.add_parser(
         "create-admin-key", help="create an admin API key and print it once"

@@ -3,6 +3,7 @@ data directory with a different number of hosts."""
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from decimal import Decimal
@@ -13,7 +14,14 @@ import pytest
 
 from engine.accounts import ConfigureTenant, TenantSettings, TopUp
 from engine.tariffs import decode_catalog
-from meterwerk.serve import ServeError, ServeOptions, Server, create_admin_key, host_count
+from meterwerk.serve import (
+    ServeError,
+    ServeOptions,
+    Server,
+    create_admin_key,
+    default_hosts,
+    host_count,
+)
 from persistence.catalogue import Catalogue, Tenant
 from persistence.migrate import migrate
 from tests.gateway.conftest import CATALOG, headers, in_process_client
@@ -79,3 +87,10 @@ def test_a_data_directory_keeps_its_number_of_hosts(tmp_path: Path) -> None:
     assert host_count(str(tmp_path), None) == 3
     with pytest.raises(ServeError, match="--hosts 3"):
         host_count(str(tmp_path), 2)
+
+
+def test_a_new_data_directory_leaves_a_core_to_the_gateway(tmp_path: Path) -> None:
+    assert [default_hosts(cores) for cores in (1, 2, 4, 16)] == [1, 1, 3, 15]
+    fresh = tmp_path / "fresh"
+    assert host_count(str(fresh), None) == default_hosts(os.cpu_count() or 1)
+    assert host_count(str(fresh), None) == default_hosts(os.cpu_count() or 1), "kept"
