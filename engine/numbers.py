@@ -126,8 +126,8 @@ def decimals_of(value: Decimal) -> int:
     """
     _, digits, exponent = value.as_tuple()
     assert isinstance(exponent, int), "finite decimals only"
-    if not any(digits):
-        return 0
+    if exponent >= 0 or not any(digits):
+        return 0  # a whole number, the commonest quantity
     position = len(digits)
     while exponent < 0 and position > 0 and digits[position - 1] == 0:
         position -= 1
