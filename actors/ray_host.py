@@ -5,9 +5,12 @@ that any gateway process finds them by name. Ray restarts a host that dies
 (``max_restarts=-1``); the new process recovers from its snapshot and journal before it
 answers. Every ``ray.*`` call of the project lives in this package.
 
-Calls carry MessagePack bytes, not Python objects, so that a batch crosses the process
-boundary as one buffer. ``max_pending_calls`` bounds each caller's queue: a full host answers
-with ``PendingCallsLimitExceeded`` at the caller, which the gateway maps to 429.
+The hot path's batches travel over the host's command channel (``actors/channel.py``: a TCP
+connection per gateway, found through the Ray call ``channel``), because a Ray call costs more
+than a whole batch's work; everything else (queries, stats, snapshots, tariffs) is a Ray call.
+Both carry MessagePack bytes, not Python objects, so that a batch crosses the process boundary
+as one buffer. ``max_pending_calls`` bounds each caller's queue of Ray calls: a full host
+answers with ``PendingCallsLimitExceeded`` at the caller, which the gateway maps to 429.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from typing import Any, Final
 import msgspec
 import ray
 
-from actors.host import HostCore, HostStats, JournalHealth
+from actors.channel import ChannelServer
+from actors.host import BATCH_MAX, HostCore, HostStats, JournalHealth
 from actors.placement import Placement, host_names
 from actors.storage import StorageConfig, open_storage
 from engine.accounts import Command, Outcome, PeriodUsage, Quote, QuoteQuery
@@ -70,12 +74,62 @@ class AccountHostActor:
         self._stop = threading.Event()
         self._clock = threading.Thread(target=self._run_timers, name="timers", daemon=True)
         self._clock.start()
+        # The address Ray itself uses on this node: reachable from every gateway of the cluster.
+        address = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
+        self.server = ChannelServer(self.apply_requests, address)
+
+    def channel(self) -> tuple[str, int, str]:
+        """Where gateways send batches: ``(address, port, token)``."""
+        return self.server.endpoint
 
     def apply(self, items: bytes) -> bytes:
         decoded = _decode_items(items)
         with self.lock:
             outcomes = self.core.apply(decoded)
         return _encode(outcomes)
+
+    def apply_requests(self, requests: Sequence[bytes]) -> list[bytes | Exception]:
+        """The channel's batch: several gateway calls applied together, at most
+        ``BATCH_MAX`` commands per journal flush; a request that does not decode is refused
+        alone."""
+        decoded: list[list[tuple[str, Command]] | Exception] = []
+        for request in requests:
+            try:
+                decoded.append(_decode_items(request))
+            except msgspec.DecodeError as error:
+                decoded.append(error)
+        answers: list[bytes | Exception] = []
+        chunk: list[list[tuple[str, Command]]] = []
+        size = 0
+        for items in decoded:
+            if isinstance(items, Exception):
+                answers.extend(self._apply_chunk(chunk))
+                chunk, size = [], 0
+                answers.append(items)
+                continue
+            if chunk and size + len(items) > BATCH_MAX:
+                answers.extend(self._apply_chunk(chunk))
+                chunk, size = [], 0
+            chunk.append(items)
+            size += len(items)
+        answers.extend(self._apply_chunk(chunk))
+        return answers
+
+    def _apply_chunk(self, chunk: list[list[tuple[str, Command]]]) -> list[bytes | Exception]:
+        if not chunk:
+            return []
+        try:
+            with self.lock:
+                outcomes = self.core.apply([item for items in chunk for item in items])
+        except Exception as error:  # a failed journal: nothing of the chunk was applied
+            log.exception("host %s: a batch failed", self.name)
+            return [error] * len(chunk)
+        answers: list[bytes | Exception] = []
+        start = 0
+        for items in chunk:
+            answers.append(_encode(outcomes[start : start + len(items)]))
+            start += len(items)
+        return answers
 
     def stats(self) -> HostStats:
         with self.lock:
@@ -188,7 +242,7 @@ class Hosts:
 
     def send(self, host: str, items: Sequence[tuple[str, Command]]) -> Any:
         """An ObjectRef of the host's encoded outcomes for ``items``."""
-        return self.handles[host].apply.remote(_encode(list(items)))
+        return self.handles[host].apply.remote(encode_items(items))
 
     def apply(self, items: Sequence[tuple[str, Command]]) -> list[Outcome]:
         """Send each item to its tree's host, one call per host, and answer in order."""
@@ -222,6 +276,10 @@ class Hosts:
                 except ValueError:
                     break
                 time.sleep(0.1)
+
+
+def encode_items(items: Sequence[tuple[str, Command]]) -> bytes:
+    return _encode(items if isinstance(items, list) else list(items))
 
 
 def decode_outcomes(data: bytes) -> list[Outcome]:

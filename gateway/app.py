@@ -141,6 +141,7 @@ class Gateway:
             await self.grants.aclose()  # its final reports go through the coalescer
         await self.overdrafts.aclose()
         await self.coalescer.aclose()
+        self.transport.close()
         self.policies.close()
         self.verifier.close()
         self.roots.close()

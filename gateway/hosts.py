@@ -15,8 +15,9 @@ from typing import Any, Protocol
 
 import ray.exceptions
 
+from actors.channel import ChannelClient, ChannelClosed, ChannelFault
 from actors.host import HostStats, JournalHealth
-from actors.ray_host import Hosts, decode_outcomes
+from actors.ray_host import Hosts, decode_outcomes, encode_items
 from engine.accounts import Command, Outcome, PeriodUsage, Quote, QuoteQuery
 
 
@@ -68,26 +69,72 @@ class HostTransport(Protocol):
         changed them); raises if a host does not answer in time."""
         ...
 
+    def close(self) -> None:
+        """Let go of connections this event loop opened (at the gateway's shutdown)."""
+        ...
+
 
 class RayHosts:
-    """:class:`HostTransport` over the named Ray actors. Every call has a deadline; when it
-    passes, the call may still be applied by the host later (a retry with the same ids is
-    applied once)."""
+    """:class:`HostTransport` over the named Ray actors: batches over each host's command
+    channel (``actors/channel.py``), everything else as Ray calls. Every call has a deadline;
+    when it passes, the call may still be applied by the host later (a retry with the same ids
+    is applied once)."""
 
     def __init__(self, hosts: Hosts, *, timeout_seconds: float = 5.0) -> None:
         self.hosts = hosts
         self.names = hosts.names
         self.timeout_seconds = timeout_seconds
+        self._channels: dict[str, ChannelClient] = {}
+        self._connecting: dict[tuple[asyncio.AbstractEventLoop, str], asyncio.Lock] = {}
 
     def host_of(self, root: str) -> str:
         return self.hosts.host_of(root)
 
     async def apply(self, host: str, items: Sequence[tuple[str, Command]]) -> list[Outcome]:
-        data = await self._call(lambda: self.hosts.send(host, items), self.timeout_seconds)
+        channel = self._channels.get(host)
+        if channel is None or channel.closed or channel.loop is not asyncio.get_running_loop():
+            channel = await self._connect(host)
+        try:
+            data = await channel.call(encode_items(items), self.timeout_seconds)
+        except ChannelFault as error:
+            raise HostFailed(str(error)) from error
+        except (ChannelClosed, TimeoutError) as error:
+            raise HostUnavailable(str(error) or "timed out") from error
         outcomes = decode_outcomes(data)
         if len(outcomes) != len(items):
             raise HostFailed(f"host {host} answered {len(outcomes)} of {len(items)} commands")
         return outcomes
+
+    async def _connect(self, host: str) -> ChannelClient:
+        """The channel to ``host``, opened anew where the host is now (after a restart its
+        address changes); one connection attempt per host at a time."""
+        loop = asyncio.get_running_loop()
+        lock = self._connecting.setdefault((loop, host), asyncio.Lock())
+        async with lock:
+            channel = self._channels.get(host)
+            if channel is not None and not channel.closed and channel.loop is loop:
+                return channel
+            if channel is not None and channel.loop is loop:
+                channel.close()
+            handle = self.hosts.handles[host]
+            endpoint = await self._call(lambda: handle.channel.remote(), self.timeout_seconds)
+            try:
+                channel = await asyncio.wait_for(
+                    ChannelClient.connect(endpoint), self.timeout_seconds
+                )
+            except (OSError, TimeoutError) as error:
+                raise HostUnavailable(f"host {host}'s channel: {error!r}") from error
+            self._channels[host] = channel
+            return channel
+
+    def close(self) -> None:
+        """Close this event loop's channels (at the gateway's shutdown)."""
+        loop = asyncio.get_running_loop()
+        for host, channel in list(self._channels.items()):
+            if channel.loop is loop:
+                channel.close()
+                del self._channels[host]
+        self._connecting = {key: lock for key, lock in self._connecting.items() if key[0] != loop}
 
     async def balance(
         self, host: str, root: str, tenant: str

@@ -9,6 +9,7 @@ journal backend.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -44,14 +45,17 @@ def _config(tmp_path: Path, journal_url: str | None) -> Any:
     )
 
 
-def _send_until_answered(hosts: Any, items: list[tuple[str, Any]], deadline: float) -> list[Any]:
-    """Send a batch; if the host died before answering, send the same batch again."""
-    import ray
+def _send_until_answered(
+    transport: Any, loop: asyncio.AbstractEventLoop, items: list[tuple[str, Any]], deadline: float
+) -> list[Any]:
+    """Send a batch as the gateway does (over the host's channel); if the host died before
+    answering, send the same batch again, to wherever Ray restarted it."""
+    from gateway.hosts import HostUnavailable
 
     while True:
         try:
-            return hosts.apply(items)
-        except (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError):
+            return loop.run_until_complete(transport.apply(transport.names[0], items))
+        except HostUnavailable:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
@@ -72,10 +76,13 @@ def test_a_host_killed_under_load_loses_and_doubles_nothing(
     import ray
 
     from actors.ray_host import Hosts
+    from gateway.hosts import RayHosts
 
     tenant = f"acme-{uuid.uuid4().hex[:8]}"
     hosts = Hosts(1, _config(tmp_path, journal_url), prefix=f"chaos-{uuid.uuid4().hex[:6]}")
     hosts.start()
+    transport = RayHosts(hosts, timeout_seconds=5.0)
+    loop = asyncio.new_event_loop()
     try:
         now = int(time.time())
         setup = hosts.apply(
@@ -117,7 +124,7 @@ def test_a_host_killed_under_load_loses_and_doubles_nothing(
                 )
                 for n in range(BATCH)
             ]
-            outcomes = _send_until_answered(hosts, items, deadline)
+            outcomes = _send_until_answered(transport, loop, items, deadline)
             assert all(outcome.accepted for outcome in outcomes)
             answered += len(outcomes)
         assert ray.get(host.pid.remote()) != pid, "Ray restarted the host in a new process"
@@ -129,8 +136,14 @@ def test_a_host_killed_under_load_loses_and_doubles_nothing(
         assert audit["reservations"] == 0
         assert answered == BATCHES * BATCH
     finally:
+        loop.run_until_complete(_closed(transport))
+        loop.close()
         hosts.stop()
         _forget_journals(hosts)
+
+
+async def _closed(transport: Any) -> None:
+    transport.close()
 
 
 def _forget_journals(hosts: Any) -> None:

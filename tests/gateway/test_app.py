@@ -16,7 +16,7 @@ import pytest
 
 from gateway.app import create_app
 from gateway.config import GatewayConfig
-from gateway.hosts import HostFailed
+from gateway.hosts import HostFailed, RayHosts
 from gateway.messages import EVENTS_MAX
 from tests.gateway.conftest import Stack, gateway_client, headers, in_process_client
 
@@ -314,13 +314,13 @@ async def test_concurrent_requests_travel_in_fewer_calls(
     key = stack.app_key(tenant)
     await record(client, key, tenant)  # verify the key and find the tenant once
     calls: list[int] = []
-    send = stack.hosts.send
+    apply = RayHosts.apply
 
-    def counting_send(host: str, items: Any) -> Any:
+    async def counting_apply(self: RayHosts, host: str, items: Any) -> Any:
         calls.append(len(items))
-        return send(host, items)
+        return await apply(self, host, items)
 
-    monkeypatch.setattr(stack.hosts, "send", counting_send)
+    monkeypatch.setattr(RayHosts, "apply", counting_apply)
     answers = await asyncio.gather(*(record(client, key, tenant) for _ in range(200)))
     assert all(answer.json()["accepted"] for answer in answers)
     assert sum(calls) == 200

@@ -60,6 +60,9 @@ class LateHosts:
     def host_of(self, root: str) -> str:
         return "h0"
 
+    def close(self) -> None:
+        pass
+
     async def apply(self, host: str, items: Sequence[tuple[str, Command]]) -> list[Outcome]:
         if self.late:
             self.core.apply(items)

@@ -25,6 +25,9 @@ class NoHosts:
     def host_of(self, root: str) -> str:
         raise AssertionError("not called")
 
+    def close(self) -> None:
+        pass
+
     def __getattr__(self, name: str) -> Any:
         raise AssertionError(f"{name} not called")
 
