@@ -243,20 +243,25 @@ class ChannelClient:
         """The host's answer to ``payload``; raises :class:`ChannelClosed`,
         :class:`ChannelFault` or ``TimeoutError``. A request whose wait ended may still be
         applied by the host (a retry with the same ids is applied once)."""
-        if self.closed:
-            raise ChannelClosed("the channel is closed")
-        self._next_call = call = (self._next_call + 1) & 0xFFFFFFFF
+        return await self.request(payload, timeout_seconds)
+
+    def request(self, payload: bytes, timeout_seconds: float) -> asyncio.Future[bytes]:
+        """Send ``payload`` now (into the socket, if it takes it) and return the future of
+        its answer, as :meth:`call` answers it."""
         future: asyncio.Future[bytes] = self.loop.create_future()
+        if self.closed:
+            future.set_exception(ChannelClosed("the channel is closed"))
+            return future
+        self._next_call = call = (self._next_call + 1) & 0xFFFFFFFF
         self._waiting[call] = future
         deadline = self.loop.call_later(timeout_seconds, _expire, future)
-        try:
-            self._writer.write(_frame(call, REQUEST, payload))
-            if self._writer.transport.get_write_buffer_size() > FRAME_BYTES_MAX:
-                await self._writer.drain()
-            return await future
-        finally:
-            deadline.cancel()
-            self._waiting.pop(call, None)
+        future.add_done_callback(lambda _: self._settled(call, deadline))
+        self._writer.write(_frame(call, REQUEST, payload))
+        return future
+
+    def _settled(self, call: int, deadline: asyncio.TimerHandle) -> None:
+        deadline.cancel()
+        self._waiting.pop(call, None)
 
     def close(self) -> None:
         if not self.closed:

@@ -103,6 +103,7 @@ class Gateway:
             calls_in_flight_max=config.calls_in_flight_max,
             queued_max=config.queued_max,
             linger_seconds=config.linger_seconds,
+            send_at=config.send_at,
         )
         self.metrics = Metrics(transport)
         self.metrics.follow(self.coalescer)

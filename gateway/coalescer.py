@@ -10,9 +10,11 @@ at a time (Ray applies one host's calls in the order they were sent), and ``queu
 commands waiting per host; past that a request is refused at once with :class:`HostBusy`
 (429 with Retry-After) instead of queueing without limit.
 
-When the host is idle a unit leaves on the next turn of the event loop, with whatever arrived
-in the same turn; while calls are in flight, a lane lingers up to ``linger_seconds`` to fill
-the next call.
+A call leaves as soon as ``send_at`` commands wait and a call slot is free, in the middle of
+the event loop's turn: the host starts on them while the gateway handles the rest of the turn's
+requests (with one call per turn, the gateway and the host took turns being idle under load).
+What is left leaves on the next turn, with whatever arrived in the same turn; while calls are
+in flight, a lane lingers up to ``linger_seconds`` to fill the next call.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, Final, Protocol
 
 from engine.accounts import Command, Outcome
@@ -29,7 +31,8 @@ from gateway.hosts import HostBusy, HostUnavailable
 BATCH_MAX: Final = 1_000
 CALLS_IN_FLIGHT_MAX: Final = 4
 QUEUED_MAX: Final = 10_000
-LINGER_SECONDS: Final = 0.001
+LINGER_SECONDS: Final = 0.0
+SEND_AT: Final = 16
 
 Item = tuple[str, Command]
 CallObserver = Callable[[str, int, float, bool], None]
@@ -39,7 +42,10 @@ CallObserver = Callable[[str, int, float, bool], None]
 class Sender(Protocol):
     """What the coalescer needs of :class:`gateway.hosts.HostTransport`."""
 
-    async def apply(self, host: str, items: Sequence[Item]) -> list[Outcome]: ...
+    def send(self, host: str, items: Sequence[Item]) -> Awaitable[list[Outcome]]:
+        """Start the call (at once where the transport can) and return what to await for
+        its outcomes."""
+        ...
 
 
 class _Unit:
@@ -53,12 +59,12 @@ class _Unit:
 class _Lane:
     """The queue of one host."""
 
-    def __init__(self, host: str, calls_in_flight_max: int) -> None:
+    def __init__(self, host: str) -> None:
         self.host = host
         self.units: deque[_Unit] = deque()
         self.queued = 0
         self.in_flight = 0
-        self.slots = asyncio.Semaphore(calls_in_flight_max)
+        self.slot_freed: asyncio.Future[None] | None = None
         self.flusher: asyncio.Task[None] | None = None
 
     def take(self, batch_max: int) -> list[_Unit]:
@@ -83,13 +89,15 @@ class Coalescer:
         calls_in_flight_max: int = CALLS_IN_FLIGHT_MAX,
         queued_max: int = QUEUED_MAX,
         linger_seconds: float = LINGER_SECONDS,
+        send_at: int = SEND_AT,
     ) -> None:
-        assert 1 <= batch_max <= queued_max and calls_in_flight_max >= 1
+        assert 1 <= batch_max <= queued_max and calls_in_flight_max >= 1 and send_at >= 1
         self.transport = transport
         self.batch_max = batch_max
         self.calls_in_flight_max = calls_in_flight_max
         self.queued_max = queued_max
         self.linger_seconds = linger_seconds
+        self.send_at = send_at
         self._lanes: dict[str, _Lane] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.calls_total = 0
@@ -102,14 +110,16 @@ class Coalescer:
             raise ValueError(f"a unit holds 1 to {self.batch_max} commands")
         lane = self._lanes.get(host)
         if lane is None:
-            lane = self._lanes[host] = _Lane(host, self.calls_in_flight_max)
+            lane = self._lanes[host] = _Lane(host)
         if lane.queued + len(items) > self.queued_max:
             raise HostBusy(f"{lane.queued} commands are waiting for host {host}")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[Outcome]] = loop.create_future()
         lane.units.append(_Unit(items, future))
         lane.queued += len(items)
-        if lane.flusher is None:
+        if lane.queued >= self.send_at and lane.in_flight < self.calls_in_flight_max:
+            self._dispatch(lane)
+        if lane.units and lane.flusher is None:
             lane.flusher = self._spawn(self._flush(lane))
         return await future
 
@@ -139,42 +149,71 @@ class Coalescer:
                     await asyncio.sleep(self.linger_seconds)
                 else:
                     await asyncio.sleep(0)
-                await lane.slots.acquire()
-                units = lane.take(self.batch_max)
-                if not units:
-                    lane.slots.release()
-                    continue
-                lane.in_flight += 1
-                self._spawn(self._call(lane, units))
+                while lane.in_flight >= self.calls_in_flight_max:
+                    lane.slot_freed = asyncio.get_running_loop().create_future()
+                    await lane.slot_freed
+                self._dispatch(lane)
         finally:
             lane.flusher = None
 
-    async def _call(self, lane: _Lane, units: list[_Unit]) -> None:
+    def _dispatch(self, lane: _Lane) -> None:
+        """Send the oldest units (up to ``batch_max`` commands) in one call, now."""
+        units = lane.take(self.batch_max)
+        if not units:
+            return
         items = [item for unit in units for item in unit.items]
+        lane.in_flight += 1
         self.calls_total += 1
         self.commands_total += len(items)
         began = time.perf_counter()
-        failed = True
         try:
-            outcomes = await self.transport.apply(lane.host, items)
-            failed = False
+            answer = self.transport.send(lane.host, items)
+        except Exception as error:
+            self._answer(lane, units, len(items), began, None, error)
+            return
+        self._spawn(self._await(lane, units, len(items), began, answer))
+
+    async def _await(
+        self,
+        lane: _Lane,
+        units: list[_Unit],
+        commands: int,
+        began: float,
+        answer: Awaitable[list[Outcome]],
+    ) -> None:
+        try:
+            outcomes = await answer
         except BaseException as error:
             # A cancelled call (the gateway shutting down) leaves its requests unanswered.
             failure = error if isinstance(error, Exception) else HostUnavailable("cancelled")
-            for unit in units:
-                if not unit.future.done():
-                    unit.future.set_exception(failure)
+            self._answer(lane, units, commands, began, None, failure)
             if failure is not error:
                 raise
         else:
-            start = 0
-            for unit in units:
-                end = start + len(unit.items)
-                if not unit.future.done():
+            self._answer(lane, units, commands, began, outcomes, None)
+
+    def _answer(
+        self,
+        lane: _Lane,
+        units: list[_Unit],
+        commands: int,
+        began: float,
+        outcomes: list[Outcome] | None,
+        failure: Exception | None,
+    ) -> None:
+        """Settle each unit of a call with its outcomes (or the call's failure), and free the
+        call's slot."""
+        start = 0
+        for unit in units:
+            end = start + len(unit.items)
+            if not unit.future.done():
+                if outcomes is None:
+                    unit.future.set_exception(failure or HostUnavailable("no answer"))
+                else:
                     unit.future.set_result(outcomes[start:end])
-                start = end
-        finally:
-            lane.in_flight -= 1
-            lane.slots.release()
-            if self.on_call is not None:
-                self.on_call(lane.host, len(items), time.perf_counter() - began, failed)
+            start = end
+        lane.in_flight -= 1
+        if lane.slot_freed is not None and not lane.slot_freed.done():
+            lane.slot_freed.set_result(None)
+        if self.on_call is not None:
+            self.on_call(lane.host, commands, time.perf_counter() - began, outcomes is None)

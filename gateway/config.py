@@ -16,10 +16,13 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     batch_max: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = coalescer.BATCH_MAX
     """Commands per call to a host."""
     calls_in_flight_max: Annotated[int, msgspec.Meta(ge=1, le=32)] = coalescer.CALLS_IN_FLIGHT_MAX
-    """Calls to one host at a time (Ray allows 64 pending calls per caller and host)."""
+    """Calls to one host at a time."""
     queued_max: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = coalescer.QUEUED_MAX
     """Commands waiting for one host; past that, 429 with Retry-After."""
     linger_seconds: Annotated[float, msgspec.Meta(ge=0, le=0.1)] = coalescer.LINGER_SECONDS
+    """While calls to a host are in flight, how long the next call waits to fill."""
+    send_at: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = coalescer.SEND_AT
+    """Commands waiting for a host at which a call leaves at once, mid-turn."""
     call_timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=300)] = 5.0
     """A host that has not answered by then is unavailable: 503, the request is denied."""
     ready_timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=60)] = 2.0

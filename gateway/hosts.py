@@ -9,7 +9,7 @@ This is the only gateway module that knows Ray's exceptions.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from decimal import Decimal
 from typing import Any, Protocol
 
@@ -40,6 +40,10 @@ class HostTransport(Protocol):
     def host_of(self, root: str) -> str: ...
 
     async def apply(self, host: str, items: Sequence[tuple[str, Command]]) -> list[Outcome]: ...
+
+    def send(self, host: str, items: Sequence[tuple[str, Command]]) -> Awaitable[list[Outcome]]:
+        """:meth:`apply`, started at once where it can be: what to await for the outcomes."""
+        ...
 
     async def balance(
         self, host: str, root: str, tenant: str
@@ -91,18 +95,36 @@ class RayHosts:
         return self.hosts.host_of(root)
 
     async def apply(self, host: str, items: Sequence[tuple[str, Command]]) -> list[Outcome]:
+        return await self.send(host, items)
+
+    def send(self, host: str, items: Sequence[tuple[str, Command]]) -> Awaitable[list[Outcome]]:
+        """Write the batch to the host's channel now, if it is open, and return what to await
+        for the outcomes (else connect first, when awaited)."""
         channel = self._channels.get(host)
         if channel is None or channel.closed or channel.loop is not asyncio.get_running_loop():
-            channel = await self._connect(host)
+            return self._connect_and_send(host, items)
+        return self._outcomes(
+            host, len(items), channel.request(encode_items(items), self.timeout_seconds)
+        )
+
+    async def _connect_and_send(
+        self, host: str, items: Sequence[tuple[str, Command]]
+    ) -> list[Outcome]:
+        channel = await self._connect(host)
+        return await self._outcomes(
+            host, len(items), channel.request(encode_items(items), self.timeout_seconds)
+        )
+
+    async def _outcomes(self, host: str, count: int, answer: Awaitable[bytes]) -> list[Outcome]:
         try:
-            data = await channel.call(encode_items(items), self.timeout_seconds)
+            data = await answer
         except ChannelFault as error:
             raise HostFailed(str(error)) from error
         except (ChannelClosed, TimeoutError) as error:
             raise HostUnavailable(str(error) or "timed out") from error
         outcomes = decode_outcomes(data)
-        if len(outcomes) != len(items):
-            raise HostFailed(f"host {host} answered {len(outcomes)} of {len(items)} commands")
+        if len(outcomes) != count:
+            raise HostFailed(f"host {host} answered {len(outcomes)} of {count} commands")
         return outcomes
 
     async def _connect(self, host: str) -> ChannelClient:

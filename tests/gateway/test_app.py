@@ -314,13 +314,13 @@ async def test_concurrent_requests_travel_in_fewer_calls(
     key = stack.app_key(tenant)
     await record(client, key, tenant)  # verify the key and find the tenant once
     calls: list[int] = []
-    apply = RayHosts.apply
+    send = RayHosts.send
 
-    async def counting_apply(self: RayHosts, host: str, items: Any) -> Any:
+    def counting_send(self: RayHosts, host: str, items: Any) -> Any:
         calls.append(len(items))
-        return await apply(self, host, items)
+        return send(self, host, items)
 
-    monkeypatch.setattr(RayHosts, "apply", counting_apply)
+    monkeypatch.setattr(RayHosts, "send", counting_send)
     answers = await asyncio.gather(*(record(client, key, tenant) for _ in range(200)))
     assert all(answer.json()["accepted"] for answer in answers)
     assert sum(calls) == 200

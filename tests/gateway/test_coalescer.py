@@ -4,8 +4,9 @@ order; a full queue refuses at once; a failed call fails every request in it."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -30,10 +31,16 @@ class FakeHosts:
         self.delay_seconds = delay_seconds
         self.fail = fail
         self.calls: list[tuple[str, list[str]]] = []
+        self.sent: list[int] = []
+        """The size of each call, as it was sent."""
         self.in_flight = self.in_flight_max = 0
 
     def host_of(self, root: str) -> str:
         return "h0"
+
+    def send(self, host: str, items: Sequence[tuple[str, Command]]) -> Awaitable[list[Outcome]]:
+        self.sent.append(len(items))
+        return self.apply(host, items)
 
     async def apply(self, host: str, items: Sequence[tuple[str, Command]]) -> list[Outcome]:
         self.in_flight += 1
@@ -65,6 +72,29 @@ async def test_concurrent_units_share_calls_within_the_bounds() -> None:
     assert len(hosts.calls) < 20 and hosts.in_flight_max <= 2
     sent = [command_id for _, ids in hosts.calls for command_id in ids]
     assert sent == [f"c{n}" for n in range(95)], "sent in the order submitted"
+
+
+async def test_a_call_leaves_mid_turn_once_send_at_commands_wait() -> None:
+    hosts = FakeHosts()
+    coalescer = Coalescer(hosts, batch_max=100, calls_in_flight_max=4, send_at=16)
+    submitted: list[int] = []
+    submitted_when_sent: list[int] = []
+    send = hosts.send
+
+    def watched_send(host: str, items: Sequence[tuple[str, Command]]) -> Any:
+        submitted_when_sent.append(len(submitted))
+        return send(host, items)
+
+    hosts.send = watched_send  # type: ignore[method-assign]
+
+    async def submit(n: int) -> list[Outcome]:
+        submitted.append(n)
+        return await coalescer.submit("h0", [call(n)])
+
+    answers = await asyncio.gather(*(submit(n) for n in range(40)))
+    assert [answer[0].message for answer in answers] == [f"c{n}" for n in range(40)]
+    assert hosts.sent == [16, 16, 8]
+    assert submitted_when_sent == [16, 32, 40], "the first two left while requests still came"
 
 
 async def test_a_unit_is_never_split_across_calls() -> None:

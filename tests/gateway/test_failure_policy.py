@@ -6,7 +6,7 @@ deadline, so no Ray is needed. Calls cost 0.25 EUR, vm seconds 0.01 EUR (``CATAL
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -62,6 +62,9 @@ class LateHosts:
 
     def close(self) -> None:
         pass
+
+    def send(self, host: str, items: Sequence[tuple[str, Command]]) -> Awaitable[list[Outcome]]:
+        return self.apply(host, items)
 
     async def apply(self, host: str, items: Sequence[tuple[str, Command]]) -> list[Outcome]:
         if self.late:
