@@ -169,7 +169,7 @@ class Coalescer:
         try:
             answer = self.transport.send(lane.host, items)
         except Exception as error:
-            self._answer(lane, units, len(items), began, None, error)
+            self._answer(lane, units, len(items), began, error)
             return
         self._spawn(self._await(lane, units, len(items), began, answer))
 
@@ -186,11 +186,11 @@ class Coalescer:
         except BaseException as error:
             # A cancelled call (the gateway shutting down) leaves its requests unanswered.
             failure = error if isinstance(error, Exception) else HostUnavailable("cancelled")
-            self._answer(lane, units, commands, began, None, failure)
+            self._answer(lane, units, commands, began, failure)
             if failure is not error:
                 raise
         else:
-            self._answer(lane, units, commands, began, outcomes, None)
+            self._answer(lane, units, commands, began, outcomes)
 
     def _answer(
         self,
@@ -198,22 +198,22 @@ class Coalescer:
         units: list[_Unit],
         commands: int,
         began: float,
-        outcomes: list[Outcome] | None,
-        failure: Exception | None,
+        result: list[Outcome] | Exception,
     ) -> None:
         """Settle each unit of a call with its outcomes (or the call's failure), and free the
         call's slot."""
+        failed = isinstance(result, Exception)
         start = 0
         for unit in units:
             end = start + len(unit.items)
             if not unit.future.done():
-                if outcomes is None:
-                    unit.future.set_exception(failure or HostUnavailable("no answer"))
+                if isinstance(result, Exception):
+                    unit.future.set_exception(result)
                 else:
-                    unit.future.set_result(outcomes[start:end])
+                    unit.future.set_result(result[start:end])
             start = end
         lane.in_flight -= 1
         if lane.slot_freed is not None and not lane.slot_freed.done():
             lane.slot_freed.set_result(None)
         if self.on_call is not None:
-            self.on_call(lane.host, commands, time.perf_counter() - began, outcomes is None)
+            self.on_call(lane.host, commands, time.perf_counter() - began, failed)

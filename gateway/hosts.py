@@ -100,22 +100,33 @@ class RayHosts:
     def send(self, host: str, items: Sequence[tuple[str, Command]]) -> Awaitable[list[Outcome]]:
         """Write the batch to the host's channel now, if it is open, and return what to await
         for the outcomes (else connect first, when awaited)."""
+        channel = self._open_channel(host)
+        if channel is None:
+            return self._connect_and_send(host, items)
+        return self._outcomes(host, channel, items)
+
+    def _open_channel(self, host: str) -> ChannelClient | None:
+        """This event loop's open channel to ``host``, if there is one."""
         channel = self._channels.get(host)
         if channel is None or channel.closed or channel.loop is not asyncio.get_running_loop():
-            return self._connect_and_send(host, items)
-        return self._outcomes(
-            host, len(items), channel.request(encode_items(items), self.timeout_seconds)
-        )
+            return None
+        return channel
 
     async def _connect_and_send(
         self, host: str, items: Sequence[tuple[str, Command]]
     ) -> list[Outcome]:
         channel = await self._connect(host)
-        return await self._outcomes(
+        return await self._outcomes(host, channel, items)
+
+    def _outcomes(
+        self, host: str, channel: ChannelClient, items: Sequence[tuple[str, Command]]
+    ) -> Awaitable[list[Outcome]]:
+        """Write ``items`` to ``channel`` now; what to await for their outcomes."""
+        return self._decoded(
             host, len(items), channel.request(encode_items(items), self.timeout_seconds)
         )
 
-    async def _outcomes(self, host: str, count: int, answer: Awaitable[bytes]) -> list[Outcome]:
+    async def _decoded(self, host: str, count: int, answer: Awaitable[bytes]) -> list[Outcome]:
         try:
             data = await answer
         except ChannelFault as error:
@@ -133,11 +144,9 @@ class RayHosts:
         loop = asyncio.get_running_loop()
         lock = self._connecting.setdefault((loop, host), asyncio.Lock())
         async with lock:
-            channel = self._channels.get(host)
-            if channel is not None and not channel.closed and channel.loop is loop:
+            channel = self._open_channel(host)
+            if channel is not None:  # another request opened it meanwhile
                 return channel
-            if channel is not None and channel.loop is loop:
-                channel.close()
             handle = self.hosts.handles[host]
             endpoint = await self._call(lambda: handle.channel.remote(), self.timeout_seconds)
             try:
