@@ -19,6 +19,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final
 
 import msgspec
@@ -61,6 +62,7 @@ class AccountHostActor:
             tariffs=tariffs,
             snapshot_every_commands=config.snapshot_every_commands,
             snapshot_every_seconds=config.snapshot_every_seconds,
+            snapshot_saver=ThreadPoolExecutor(1, thread_name_prefix="snapshots"),
         )
         self.lock = threading.Lock()
         began = time.perf_counter()
@@ -196,6 +198,7 @@ class AccountHostActor:
                     if self.core.waiting:
                         self.core.catch_up(CATCH_UP_TREES)
                     self.core.tick(int(time.time()))
+                    self.core.settle_snapshot()
             except Exception:  # a failed timer is a bug; let Ray restart the process
                 log.exception("host %s: timer failed; exiting for a clean recovery", self.name)
                 import os

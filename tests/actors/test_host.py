@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
 import pytest
@@ -109,6 +110,76 @@ def test_recovery_starts_from_the_snapshot_and_replays_only_the_journal_after_it
     recovered = storage.host()
     assert len(recovered.waiting["acme"]) == 3
     assert recovered.balance("acme", "acme") == (Decimal("97.00"), Decimal("97.00"))
+
+
+class SlowSnapshots(MemorySnapshots):
+    """Stores only when let through; fails while ``failing``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.go = threading.Event()
+        self.failing = False
+
+    def save(self, host: str, sequence: int, data: bytes) -> None:
+        assert self.go.wait(10)
+        if self.failing:
+            raise OSError("disk full")
+        super().save(host, sequence, data)
+
+
+def test_a_snapshot_is_stored_in_the_background_and_the_journal_trimmed_once_it_is() -> None:
+    storage = Storage()
+    storage.snapshots = slow = SlowSnapshots()
+    with ThreadPoolExecutor(1) as saver:
+        core = storage.host(snapshot_every_commands=10, snapshot_saver=saver)
+        setup(core, "acme", credit="100")
+        core.apply([call("acme", n) for n in range(9)])  # 11 commands: a snapshot is taken
+        # The store has not finished: the host goes on answering, the journal keeps it all.
+        assert [o.accepted for o in core.apply([call("acme", 9)])] == [True]
+        assert slow.load("host-0") is None
+        assert len(storage.journal.records) == 12
+        slow.go.set()
+        core.settle_snapshot(wait=True)
+        assert slow.load("host-0") is not None and slow.load("host-0")[0] == 11  # type: ignore[index]
+        assert [sequence for sequence, _ in storage.journal.records] == [12]
+        assert core.stats().snapshot_sequence == 11
+    recovered = storage.host()
+    assert len(recovered.waiting["acme"]) == 1
+    assert recovered.balance("acme", "acme") == (Decimal("97.50"), Decimal("97.50"))
+
+
+def test_a_snapshot_that_fails_to_store_trims_nothing_and_the_next_one_is_stored() -> None:
+    storage = Storage()
+    storage.snapshots = slow = SlowSnapshots()
+    slow.failing = True
+    slow.go.set()
+    with ThreadPoolExecutor(1) as saver:
+        core = storage.host(snapshot_every_commands=10, snapshot_saver=saver)
+        setup(core, "acme", credit="100")
+        core.apply([call("acme", n) for n in range(9)])
+        core.settle_snapshot(wait=True)
+        assert slow.load("host-0") is None
+        assert len(storage.journal.records) == 11  # nothing trimmed: recovery needs it all
+        slow.failing = False
+        core.apply([call("acme", n) for n in range(9, 19)])  # 10 more: due again
+        core.settle_snapshot(wait=True)
+        assert slow.load("host-0") is not None and slow.load("host-0")[0] == 21  # type: ignore[index]
+        assert storage.journal.records == []
+    recovered = storage.host()
+    assert recovered.balance("acme", "acme") == (Decimal("95.25"), Decimal("95.25"))
+
+
+def test_a_snapshot_asked_for_waits_for_the_one_being_stored() -> None:
+    storage = Storage()
+    storage.snapshots = slow = SlowSnapshots()
+    with ThreadPoolExecutor(1) as saver:
+        core = storage.host(snapshot_every_commands=10, snapshot_saver=saver)
+        setup(core, "acme", credit="100")
+        core.apply([call("acme", n) for n in range(9)])
+        threading.Timer(0.05, slow.go.set).start()
+        assert core.snapshot() == 11  # stored in this thread after the background one
+        assert storage.journal.records == []
+        assert core.stats().snapshots_total == 2
 
 
 def test_timers_expire_reservations_and_close_periods_and_the_statements_are_queued() -> None:
