@@ -30,7 +30,7 @@ SNAPSHOT_TIMEOUT_SECONDS: Final = 60.0
 CONNECTIONS_MAX: Final = 10_000
 """Connections and requests in progress at a time; uvicorn answers 503 past it."""
 UVICORN: Final[dict[str, Any]] = {
-    "loop": "asyncio",  # Ray's ObjectRefs are awaited on asyncio
+    "loop": "auto",  # uvloop where installed (a dependency but on Windows), else asyncio
     "lifespan": "on",
     "access_log": False,
     "limit_concurrency": CONNECTIONS_MAX,
