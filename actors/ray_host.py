@@ -198,7 +198,7 @@ class AccountHostActor:
                     if self.core.waiting:
                         self.core.catch_up(CATCH_UP_TREES)
                     self.core.tick(int(time.time()))
-                    self.core.settle_snapshot()
+                    self.core.continue_snapshot()
             except Exception:  # a failed timer is a bug; let Ray restart the process
                 log.exception("host %s: timer failed; exiting for a clean recovery", self.name)
                 import os

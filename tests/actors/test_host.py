@@ -6,9 +6,10 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 
+import msgspec
 import pytest
 
-from actors.host import HostCore
+from actors.host import HostCore, HostSnapshot
 from engine.accounts import (
     Authorize,
     AuthorizeAndRecord,
@@ -145,6 +146,52 @@ def test_a_snapshot_is_stored_in_the_background_and_the_journal_trimmed_once_it_
         assert core.stats().snapshot_sequence == 11
     recovered = storage.host()
     assert len(recovered.waiting["acme"]) == 1
+    assert recovered.balance("acme", "acme") == (Decimal("97.50"), Decimal("97.50"))
+
+
+def test_a_snapshot_taken_a_tree_at_a_time_recovers_each_tree_exactly_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("actors.host.SNAPSHOT_SLICE_SECONDS", 0.0)  # one tree per batch
+    storage = Storage()
+    with ThreadPoolExecutor(1) as saver:
+        core = storage.host(snapshot_every_commands=10, snapshot_saver=saver)
+        for tenant in ("acme", "bolt", "cora"):
+            setup(core, tenant, credit="100")
+        core.apply([call("acme", n) for n in range(4)])  # 10: due; cora taken at 10
+        core.apply([call("bolt", 1)])  # 11; bolt taken at 11
+        core.apply([call("acme", 4)])  # 12; acme taken at 12, the snapshot is complete
+        core.apply([call("cora", 1), call("acme", 5)])  # 13, 14: after it
+        core.settle_snapshot(wait=True)
+        assert storage.snapshots.load("host-0")[0] == 10  # type: ignore[index]
+        assert [sequence for sequence, _ in storage.journal.records] == [11, 12, 13, 14]
+    recovered = storage.host()
+    # bolt's 11 and acme's 12 are in their trees' states; cora's 13 and acme's 14 are not.
+    assert {root: len(records) for root, records in recovered.waiting.items()} == {
+        "cora": 1,
+        "acme": 1,
+    }
+    assert recovered.balance("acme", "acme") == (Decimal("98.50"), Decimal("98.50"))
+    assert recovered.balance("bolt", "bolt") == (Decimal("99.75"), Decimal("99.75"))
+    assert recovered.balance("cora", "cora") == (Decimal("99.75"), Decimal("99.75"))
+    # Retries of answered commands on either side of the snapshot count once.
+    assert recovered.apply([call("bolt", 1), call("acme", 5)])[0].accepted
+    assert recovered.balance("acme", "acme") == (Decimal("98.50"), Decimal("98.50"))
+    assert recovered.balance("bolt", "bolt") == (Decimal("99.75"), Decimal("99.75"))
+
+
+def test_a_snapshot_of_schema_1_still_recovers() -> None:
+    storage = Storage()
+    core = storage.host(snapshot_every_commands=10)
+    setup(core, "acme", credit="100")
+    core.apply([call("acme", n) for n in range(9)])
+    core.apply([call("acme", 9)])
+    sequence, data = storage.snapshots.load("host-0")  # type: ignore[misc]
+    old = msgspec.msgpack.decode(data, type=HostSnapshot)
+    assert old.tree_sequences == {}
+    old.schema = 1
+    storage.snapshots.save("host-0", sequence, msgspec.msgpack.encode(old))
+    recovered = storage.host()
     assert recovered.balance("acme", "acme") == (Decimal("97.50"), Decimal("97.50"))
 
 
