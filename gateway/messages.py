@@ -33,6 +33,7 @@ from engine.accounts import (
     StopSession,
 )
 from engine.accounts.commands import (
+    ONE_UNIT,
     TTL_SECONDS_DEFAULT,
     TTL_SECONDS_MAX,
     Id,
@@ -73,7 +74,7 @@ class _Request(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
 class _Usage(_Request, frozen=True, kw_only=True):
     meter: MeterKey
-    quantity: Decimal = Decimal(1)
+    quantity: Decimal = ONE_UNIT
     properties: Properties = {}
     duration_seconds: Seconds = 0
     usage_time: Timestamp | None = None
@@ -152,7 +153,7 @@ class ReleaseRequest(_Request, frozen=True, kw_only=True):
 class SessionStartRequest(_Request, frozen=True, kw_only=True):
     session: Id
     meter: MeterKey
-    quantity: Decimal = Decimal(1)
+    quantity: Decimal = ONE_UNIT
     properties: Properties = {}
 
     def __post_init__(self) -> None:

