@@ -158,6 +158,19 @@ class Wallet(msgspec.Struct, kw_only=True):
                     ledger.customer_credits -= amount
                     ledger.postings_count += 1
                     return
+            else:
+                ledger = self.ledger
+                owed = ledger.accounts.get(RECEIVABLE)
+                income = ledger.accounts.get(revenue)
+                if owed is not None and income is not None:
+                    # No credit at all (postpaid, or prepaid spent): all of it is owed. This
+                    # is _take's last posting, from receivable to a platform account, written
+                    # out (a fifth of a postpaid one-step record's work went to _take).
+                    owed.debits_posted += amount
+                    income.credits_posted += amount
+                    ledger.customer_credits -= amount
+                    ledger.postings_count += 1
+                    return
             self._take(amount, revenue, kind, at, reference)
         elif amount < 0:
             self._give_back(-amount, revenue, at, reference)

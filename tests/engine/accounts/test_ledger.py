@@ -257,3 +257,15 @@ def test_available_is_grants_less_owed_plus_limit_less_held(
     wallet.ledger.hold(Decimal(held))
     assert wallet.available(T0) == Decimal(available)
     wallet.ledger.check()
+
+
+def test_charges_without_credit_are_owed_the_same_on_the_short_way_as_the_long_way() -> None:
+    """After the first charge a wallet without grants takes the written-out path; its ledger
+    is what ``_take`` would have posted, charge after charge."""
+    short, long = Wallet(credit_limit=Decimal(10)), Wallet(credit_limit=Decimal(10))
+    for number, amount in enumerate(["0.25", "1.10", "0.0001", "3"]):
+        short.charge(Decimal(amount), REVENUE_USAGE, PostingKind.charge, 60, f"c{number}")
+        long._take(Decimal(amount), REVENUE_USAGE, PostingKind.charge, 60, f"c{number}")
+    assert short.ledger == long.ledger
+    assert short.owed() == Decimal("4.3501") and short.available_now() == Decimal("5.6499")
+    short.ledger.check()
