@@ -412,6 +412,8 @@ class HostCore:
             root = taking.pending.pop()
             tree = self.trees.get(root)
             if tree is not None:
+                # Replayed when the taking began, and nothing waits for replay after that.
+                assert root not in self.waiting, "a tree's state taken before its replay"
                 taking.trees[root] = msgspec.Raw(_encode_state(tree.state))
                 if self._sequence > taking.sequence:
                     taking.tree_sequences[root] = self._sequence
