@@ -102,6 +102,23 @@ def tariff_document(key: str, charges: list[dict[str, Any]], **fields: Any) -> d
     return {"key": key, "versions": [document]}
 
 
+def calls_and_cpu_tariff(
+    key: str, calls: dict[str, Any], cpu: dict[str, Any], cpu_rounding: str, **fields: Any
+) -> dict[str, Any]:
+    """A tariff charging the ``calls`` meter at ``calls`` and the ``cpu`` meter at ``cpu``, by
+    the minute rounded as ``cpu_rounding``; ``fields`` as in :func:`tariff_document`."""
+    charges = [
+        {"key": "calls", "meter": "calls", "price": calls},
+        {
+            "key": "cpu",
+            "meter": "cpu",
+            "price": cpu,
+            "time_basis": {"unit": "minute", "rounding": cpu_rounding},
+        },
+    ]
+    return tariff_document(key, charges, **fields)
+
+
 def calls_catalog(unit_price: str, **fields: Any) -> dict[str, Any]:
     """The calls meter and one tariff, ``api``, that charges ``unit_price`` EUR a call."""
     return {

@@ -38,7 +38,7 @@ from engine.accounts import (
 )
 from engine.accounts.wallet import Wallet
 from engine.instants import HOUR, MINUTE, parse
-from tests.engine.helpers import CALLS_METER, catalog_tariffs, per_unit, tariff_document
+from tests.engine.helpers import CALLS_METER, calls_and_cpu_tariff, catalog_tariffs, per_unit
 
 ROOT: Final = "root"
 KID: Final = "kid"
@@ -47,16 +47,7 @@ PERIOD_END: Final = parse("2024-02-01T00:00:00Z")
 
 
 def _tariff(key: str, calls: dict[str, Any], cpu: dict[str, Any], rounding: str) -> Any:
-    charges = [
-        {"key": "calls", "meter": "calls", "price": calls},
-        {
-            "key": "cpu",
-            "meter": "cpu",
-            "price": cpu,
-            "time_basis": {"unit": "minute", "rounding": rounding},
-        },
-    ]
-    return tariff_document(key, charges)
+    return calls_and_cpu_tariff(key, calls, cpu, rounding)
 
 
 def _tiers(*tiers: tuple[str | None, str]) -> dict[str, Any]:

@@ -86,7 +86,7 @@ from engine.instants import DAY, HOUR, MINUTE, Instant, from_datetime, parse, to
 from engine.meters import CountState
 from engine.numbers import ZERO, RoundingMode, round_amount
 from engine.statements import Statement
-from tests.engine.helpers import CALLS_METER, catalog_tariffs, per_unit, tariff_document
+from tests.engine.helpers import CALLS_METER, calls_and_cpu_tariff, catalog_tariffs, per_unit
 
 ROOT: Final = "root"
 KID: Final = "kid"
@@ -99,16 +99,9 @@ SESSION_GRANT_SECONDS: Final = HOUR
 def _tariff(
     key: str, calls: dict[str, Any], cpu: dict[str, Any], cpu_rounding: str
 ) -> dict[str, Any]:
-    charges = [
-        {"key": "calls", "meter": "calls", "price": calls},
-        {
-            "key": "cpu",
-            "meter": "cpu",
-            "price": cpu,
-            "time_basis": {"unit": "minute", "rounding": cpu_rounding},
-        },
-    ]
-    return tariff_document(key, charges, late_event_grace_seconds=GRACE_SECONDS)
+    return calls_and_cpu_tariff(
+        key, calls, cpu, cpu_rounding, late_event_grace_seconds=GRACE_SECONDS
+    )
 
 
 # Two tariffs over a count meter (calls) and a sum meter priced by time (cpu, for sessions).
