@@ -128,13 +128,20 @@ class SlowSnapshots(MemorySnapshots):
         super().save(host, sequence, data)
 
 
+def snapshot_taken(storage: Storage, saver: ThreadPoolExecutor) -> HostCore:
+    """A host storing its snapshots with ``saver``, one due every 10 commands, after 11: acme
+    set up with 100 and charged nine calls, so one snapshot has been taken at 11."""
+    core = storage.host(snapshot_every_commands=10, snapshot_saver=saver)
+    setup(core, "acme", credit="100")
+    core.apply([call("acme", n) for n in range(9)])
+    return core
+
+
 def test_a_snapshot_is_stored_in_the_background_and_the_journal_trimmed_once_it_is() -> None:
     storage = Storage()
     storage.snapshots = slow = SlowSnapshots()
     with ThreadPoolExecutor(1) as saver:
-        core = storage.host(snapshot_every_commands=10, snapshot_saver=saver)
-        setup(core, "acme", credit="100")
-        core.apply([call("acme", n) for n in range(9)])  # 11 commands: a snapshot is taken
+        core = snapshot_taken(storage, saver)
         # The store has not finished: the host goes on answering, the journal keeps it all.
         assert [o.accepted for o in core.apply([call("acme", 9)])] == [True]
         assert slow.load("host-0") is None
@@ -201,9 +208,7 @@ def test_a_snapshot_that_fails_to_store_trims_nothing_and_the_next_one_is_stored
     slow.failing = True
     slow.go.set()
     with ThreadPoolExecutor(1) as saver:
-        core = storage.host(snapshot_every_commands=10, snapshot_saver=saver)
-        setup(core, "acme", credit="100")
-        core.apply([call("acme", n) for n in range(9)])
+        core = snapshot_taken(storage, saver)
         core.settle_snapshot(wait=True)
         assert slow.load("host-0") is None
         assert len(storage.journal.records) == 11  # nothing trimmed: recovery needs it all
@@ -220,9 +225,7 @@ def test_a_snapshot_asked_for_waits_for_the_one_being_stored() -> None:
     storage = Storage()
     storage.snapshots = slow = SlowSnapshots()
     with ThreadPoolExecutor(1) as saver:
-        core = storage.host(snapshot_every_commands=10, snapshot_saver=saver)
-        setup(core, "acme", credit="100")
-        core.apply([call("acme", n) for n in range(9)])
+        core = snapshot_taken(storage, saver)
         threading.Timer(0.05, slow.go.set).start()
         assert core.snapshot() == 11  # stored in this thread after the background one
         assert storage.journal.records == []
