@@ -73,7 +73,8 @@ class HostSnapshot(msgspec.Struct, kw_only=True):
 
 
 class _SnapshotParts(msgspec.Struct, kw_only=True):
-    """A :class:`HostSnapshot` whose trees were encoded one by one (the same encoding)."""
+    """A :class:`HostSnapshot` as written: its trees encoded one by one (the same encoding),
+    so that a snapshot can be taken a few trees at a time."""
 
     schema: int = SNAPSHOT_SCHEMA
     host: str
@@ -389,24 +390,49 @@ class HostCore:
             if self.snapshot_saver is None:
                 self.snapshot()
                 return
-            self.catch_up(trees_max=len(self.waiting))
-            self._snapshot_taken_at = self.clock()
-            self._commands_since_snapshot = 0
-            self._taking = _Taking(list(self.trees), self._sequence, self._snapshot_taken_at)
-            self._take_some(self._taking)
+            self._taking = self._begin_snapshot()
+            self.continue_snapshot()
 
     def continue_snapshot(self) -> None:
         """Go on with a snapshot taken in the background: encode some more trees, hand a
         complete one to ``snapshot_saver``, trim the journal once one is stored."""
         self.settle_snapshot()
-        if self._taking is not None:
-            self._take_some(self._taking)
-
-    def _take_some(self, taking: _Taking) -> None:
-        """Encode trees for about ``SNAPSHOT_SLICE_SECONDS`` (at least one). A tree taken
-        after the journal moved on notes its own position, so that recovery skips its records
-        up to there; the journal is trimmed only to where the snapshot began."""
+        taking = self._taking
+        if taking is None:
+            return
         assert self.snapshot_saver is not None
+        data = self._take(taking, SNAPSHOT_SLICE_SECONDS)
+        if data is not None:
+            self._taking = None
+            future = self.snapshot_saver.submit(
+                self.snapshots.save, self.name, taking.sequence, data
+            )
+            self._saving = (taking.sequence, taking.began_at, future)
+
+    def snapshot(self) -> int:
+        """Store every tree at the current journal position, then trim the journal there; a
+        snapshot still being stored in the background is waited for first, one being taken
+        is given up for this one."""
+        self.settle_snapshot(wait=True)
+        self._taking = None
+        taking = self._begin_snapshot()
+        data = self._take(taking, None)
+        assert data is not None
+        self.snapshots.save(self.name, taking.sequence, data)
+        self._stored(taking.sequence, taking.began_at)
+        return taking.sequence
+
+    def _begin_snapshot(self) -> _Taking:
+        self.catch_up(trees_max=len(self.waiting))
+        self._snapshot_taken_at = self.clock()
+        self._commands_since_snapshot = 0
+        return _Taking(list(self.trees), self._sequence, self._snapshot_taken_at)
+
+    def _take(self, taking: _Taking, seconds: float | None) -> bytes | None:
+        """Encode trees for about ``seconds`` (at least one; None: all of them), and the whole
+        snapshot once none is left. A tree taken after the journal moved on notes its own
+        position, so that recovery skips its records up to there; the journal is trimmed only
+        to where the snapshot began."""
         began = time.perf_counter()
         while taking.pending:
             root = taking.pending.pop()
@@ -417,37 +443,15 @@ class HostCore:
                 taking.trees[root] = msgspec.Raw(_encode_state(tree.state))
                 if self._sequence > taking.sequence:
                     taking.tree_sequences[root] = self._sequence
-            if time.perf_counter() - began >= SNAPSHOT_SLICE_SECONDS:
-                return
-        self._taking = None
+            if seconds is not None and time.perf_counter() - began >= seconds:
+                return None
         parts = _SnapshotParts(
             host=self.name,
             sequence=taking.sequence,
             trees=taking.trees,
             tree_sequences=taking.tree_sequences,
         )
-        data = msgspec.msgpack.encode(parts)
-        future = self.snapshot_saver.submit(self.snapshots.save, self.name, taking.sequence, data)
-        self._saving = (taking.sequence, taking.began_at, future)
-
-    def snapshot(self) -> int:
-        """Store every tree at the current journal position, then trim the journal there; a
-        snapshot still being stored in the background is waited for first, one being taken
-        is given up for this one."""
-        self.settle_snapshot(wait=True)
-        self._taking = None
-        self.catch_up(trees_max=len(self.waiting))
-        snapshot = HostSnapshot(
-            host=self.name,
-            sequence=self._sequence,
-            trees={root: tree.state for root, tree in self.trees.items()},
-        )
-        data = msgspec.msgpack.encode(snapshot)
-        self._snapshot_taken_at = self.clock()
-        self._commands_since_snapshot = 0
-        self.snapshots.save(self.name, self._sequence, data)
-        self._stored(self._sequence, self._snapshot_taken_at)
-        return self._sequence
+        return msgspec.msgpack.encode(parts)
 
     def settle_snapshot(self, *, wait: bool = False) -> None:
         """Trim the journal once a snapshot stored in the background is safe (``wait``: wait
