@@ -63,7 +63,7 @@ from gateway.messages import (
 from gateway.metrics import Metrics, RequestMetrics, metrics_endpoint
 from gateway.overdraft import Overdrafts
 from gateway.policy import TenantPolicies
-from gateway.tenants import TenantRoots
+from gateway.tenants import Lineage, TenantRoots
 from persistence.catalogue import TENANT_ID_PATTERN, Catalogue
 from persistence.credentials import ApiKey, ApiKeys
 from persistence.database import engine_for
@@ -130,7 +130,16 @@ class Gateway:
 
     async def root_in_scope(self, key: ApiKey, tenant: str, field: str = "tenant") -> str:
         """The root of ``tenant``'s tree if ``key`` may act for it; 403 or 404 if not."""
-        lineage = await self.roots.lineage_of(tenant)
+        return self.root_of(key, await self.roots.lineage_of(tenant), field)
+
+    def root_known(self, key: ApiKey, tenant: str, field: str = "tenant") -> str | None:
+        """:meth:`root_in_scope` if ``tenant``'s lineage is remembered, without waiting; None
+        if it must be looked up."""
+        entry = self.roots.known(tenant)
+        return None if entry is None else self.root_of(key, entry[1], field)
+
+    @staticmethod
+    def root_of(key: ApiKey, lineage: Lineage | None, field: str) -> str:
         if not may_use(key, lineage):
             raise errors.out_of_scope(field)
         if lineage is None:
@@ -275,9 +284,8 @@ class HotRoute:
                 declared = value
         headers: dict[str, str] | None = None
         try:
-            key = await gateway.verifier.authenticate(
-                None if authorization is None else authorization.decode("latin-1")
-            )
+            header = None if authorization is None else authorization.decode("latin-1")
+            key = gateway.verifier.known(header) or await gateway.verifier.authenticate(header)
             body = await _receive_body(receive, declared, gateway.config.body_bytes_max)
             if body is None:
                 return CLIENT_GONE
@@ -307,7 +315,9 @@ def _command(kind: type[CommandRequest]) -> HotHandler:
 
     async def handle(gateway: Gateway, key: ApiKey, body: bytes) -> Any:
         message = _decode(body, kind)
-        root = await gateway.root_in_scope(key, message.tenant)
+        root = gateway.root_known(key, message.tenant) or await gateway.root_in_scope(
+            key, message.tenant
+        )
         if gateway.grants is not None:
             granted = gateway.grants.answer(root, message)
             if granted is not None:

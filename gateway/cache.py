@@ -39,9 +39,15 @@ class LookupCache(Generic[K, V]):
         self._loading: dict[K, asyncio.Future[V | None]] = {}
         self._executor = ThreadPoolExecutor(max_workers=threads_max, thread_name_prefix=name)
 
-    async def get(self, key: K, load: Callable[[], V | None]) -> V | None:
+    def fresh(self, key: K) -> tuple[float, V | None] | None:
+        """The entry for ``key`` (its expiry, and its value, None if known to be missing) if
+        it has not expired, without waiting: the hot path's hit takes no coroutine."""
         entry = self._entries.get(key)
-        if entry is not None and entry[0] > self.clock():
+        return entry if entry is not None and entry[0] > self.clock() else None
+
+    async def get(self, key: K, load: Callable[[], V | None]) -> V | None:
+        entry = self.fresh(key)
+        if entry is not None:
             return entry[1]
         loading = self._loading.get(key)
         if loading is not None:

@@ -30,7 +30,7 @@ from decimal import Decimal
 from typing import Any, Final
 
 from engine.accounts import Command, GrantedUse, OpenGrant, Outcome, Reason, ReportGrant
-from engine.accounts.commands import GRANTED_USES_MAX
+from engine.accounts.commands import GRANTED_USES_MAX, ONE_UNIT
 from engine.numbers import PRECISION_DIGITS
 from gateway import errors
 from gateway.coalescer import Coalescer
@@ -67,6 +67,7 @@ class _Slot:
         "host",
         "key",
         "left",
+        "low",
         "pending",
         "quantity",
         "reports",
@@ -86,6 +87,8 @@ class _Slot:
         self.expires_at = expires
         self.left = quantity
         """Units not answered yet."""
+        self.low = quantity * SPENT_FRACTION
+        """Fewer units left than this, and the slice is retired."""
         self.pending: list[GrantedUse] = []
         """Uses answered and not yet sent in a report."""
         self.sending: ReportGrant | None = None
@@ -95,22 +98,19 @@ class _Slot:
         """No more answers from it: its final report is due."""
 
 
-class _Answered:
-    __slots__ = ("decision", "meter", "quantity", "tenant")
+Answered = tuple[RecordRequest, Decision]
+"""A record answered here, and its answer."""
 
-    def __init__(self, message: RecordRequest, decision: Decision) -> None:
-        self.tenant = message.tenant
-        self.meter = message.meter
-        self.quantity = message.quantity
-        self.decision = decision
 
-    def same(self, message: CommandRequest) -> bool:
-        return (
-            isinstance(message, RecordRequest)
-            and _local(message)
-            and (message.tenant, message.meter, message.quantity)
-            == (self.tenant, self.meter, self.quantity)
-        )
+def _same(answered: Answered, message: CommandRequest) -> bool:
+    """Whether ``message`` repeats the record ``answered`` (a retry), not only its id."""
+    seen = answered[0]
+    return (
+        isinstance(message, RecordRequest)
+        and _local(message)
+        and (message.tenant, message.meter, message.quantity)
+        == (seen.tenant, seen.meter, seen.quantity)
+    )
 
 
 class AnsweredIds:
@@ -121,15 +121,15 @@ class AnsweredIds:
     def __init__(self, maximum: int, seconds: float) -> None:
         self.half = max(1, maximum // 2)
         self.seconds = seconds
-        self.current: dict[tuple[str, str], _Answered] = {}
-        self.previous: dict[tuple[str, str], _Answered] = {}
+        self.current: dict[tuple[str, str], Answered] = {}
+        self.previous: dict[tuple[str, str], Answered] = {}
         self.since = 0.0
 
-    def get(self, key: tuple[str, str]) -> _Answered | None:
+    def get(self, key: tuple[str, str]) -> Answered | None:
         found = self.current.get(key)
         return found if found is not None else self.previous.get(key)
 
-    def add(self, key: tuple[str, str], answered: _Answered, now: float) -> None:
+    def add(self, key: tuple[str, str], answered: Answered, now: float) -> None:
         if len(self.current) >= self.half or now - self.since >= self.seconds:
             self.previous, self.current, self.since = self.current, {}, now
         self.current[key] = answered
@@ -164,7 +164,7 @@ def _local(message: RecordRequest) -> bool:
         not message.properties
         and message.duration_seconds == 0
         and message.usage_time is None
-        and message.quantity % 1 == 0
+        and (message.quantity is ONE_UNIT or message.quantity % 1 == 0)
     )
 
 
@@ -210,13 +210,13 @@ class GrantBook:
         of an id answered here gets the same answer; the id with other content is 409."""
         seen = self.answered.get((root, message.id))
         if seen is not None:
-            if not seen.same(message):
+            if not _same(seen, message):
                 raise errors.refused(
                     Reason.idempotency_conflict,
                     "this id was used before for a different command",
                     "id",
                 )
-            return seen.decision
+            return seen[1]
         if self.closed or not isinstance(message, RecordRequest) or not _local(message):
             return None
         now = self.clock()
@@ -254,12 +254,16 @@ class GrantBook:
         return True
 
     def _spend(self, slot: _Slot, root: str, message: RecordRequest, now: float) -> Decision:
-        amount = _EXACT.multiply(slot.unit_price, message.quantity)
+        quantity = message.quantity
+        # One unit costs the unit price itself (the same digits as multiplying by one).
+        amount = (
+            slot.unit_price if quantity is ONE_UNIT else _EXACT.multiply(slot.unit_price, quantity)
+        )
         decision = Decision(id=message.id, accepted=True, amount=amount, grant=slot.grant)
-        slot.left -= message.quantity
-        slot.pending.append(GrantedUse(id=message.id, quantity=message.quantity, amount=amount))
-        self.answered.add((root, message.id), _Answered(message, decision), now)
-        if slot.left < slot.quantity * SPENT_FRACTION:
+        slot.left -= quantity
+        slot.pending.append(GrantedUse(id=message.id, quantity=quantity, amount=amount))
+        self.answered.add((root, message.id), (message, decision), now)
+        if slot.left < slot.low:
             self._retire(slot)
         return decision
 

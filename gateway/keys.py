@@ -51,6 +51,19 @@ def may_use(key: ApiKey, lineage: Sequence[str] | None) -> bool:
     return Scope.usage in key.scopes and lineage is not None and key.tenant_root in lineage
 
 
+def _digest(authorization: str | None) -> tuple[bytes, str]:
+    """The SHA-256 of the key a bearer ``Authorization`` header carries (the cache's key: no
+    plaintext is kept), and the key; 401 if there is none or it is too long."""
+    if not authorization or not authorization[: len(_BEARER)].lower() == _BEARER:
+        raise errors.missing_key()
+    plaintext = authorization[len(_BEARER) :].strip()
+    if not plaintext:
+        raise errors.missing_key()
+    if len(plaintext) > KEY_LENGTH_MAX:
+        raise errors.invalid_key()
+    return hashlib.sha256(plaintext.encode()).digest(), plaintext
+
+
 class KeyVerifier:
     def __init__(
         self,
@@ -67,16 +80,20 @@ class KeyVerifier:
             size_max=CACHE_SIZE_MAX,
         )
 
+    def known(self, authorization: str | None) -> ApiKey | None:
+        """The key the ``Authorization`` header names if it is remembered, without waiting;
+        None if it must be looked up (:meth:`authenticate`). 401 as there."""
+        digest, _ = _digest(authorization)
+        entry = self._cache.fresh(digest)
+        if entry is None:
+            return None
+        if entry[1] is None:
+            raise errors.invalid_key()
+        return entry[1]
+
     async def authenticate(self, authorization: str | None) -> ApiKey:
         """The key the ``Authorization`` header names; 401 if it is missing or invalid."""
-        if not authorization or not authorization[: len(_BEARER)].lower() == _BEARER:
-            raise errors.missing_key()
-        plaintext = authorization[len(_BEARER) :].strip()
-        if not plaintext:
-            raise errors.missing_key()
-        if len(plaintext) > KEY_LENGTH_MAX:
-            raise errors.invalid_key()
-        digest = hashlib.sha256(plaintext.encode()).digest()
+        digest, plaintext = _digest(authorization)
         key = await self._cache.get(digest, lambda: self.keys.verify(plaintext))
         if key is None:
             raise errors.invalid_key()

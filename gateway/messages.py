@@ -81,7 +81,8 @@ class _Usage(_Request, frozen=True, kw_only=True):
     """When the usage happened, for backfill; the time of receipt if not given."""
 
     def __post_init__(self) -> None:
-        check_quantity("quantity", self.quantity)
+        if self.quantity is not ONE_UNIT:  # the default, left out of most requests
+            check_quantity("quantity", self.quantity)
 
     def _usage(self) -> dict[str, Any]:
         return {

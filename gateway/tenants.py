@@ -37,6 +37,11 @@ class TenantRoots:
             size_max=SIZE_MAX,
         )
 
+    def known(self, tenant: str) -> tuple[float, Lineage | None] | None:
+        """The cache's fresh entry for ``tenant`` (its lineage, None if it is missing), or
+        None if it must be looked up, without waiting."""
+        return self._cache.fresh(tenant)
+
     async def lineage_of(self, tenant: str) -> Lineage | None:
         return await self._cache.get(tenant, lambda: self.catalogue.lineage(tenant))
 

@@ -243,3 +243,36 @@ def test_prometheus_scrapes_the_port_meterwerk_serve_listens_on() -> None:
     defaults = ServeOptions()
     assert job["metrics_path"] == "/metrics"
     assert f"{defaults.bind}:{defaults.port}" in targets
+
+
+def test_the_lock_free_families_expose_what_prometheus_client_would() -> None:
+    """Tally and Spread count in plain integers; their exposition is prometheus_client's own
+    Counter's and Histogram's for the same observations (``_created`` aside), values on a
+    bucket's bound included."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram
+    from prometheus_client.exposition import generate_latest
+
+    from gateway.metrics import SECONDS_BUCKETS, Spread, Tally
+
+    ours, theirs = CollectorRegistry(), CollectorRegistry()
+    tally = Tally("t_requests", "Requests.", ["route", "status"], ours)
+    spread = Spread("t_seconds", "Seconds.", ["route"], SECONDS_BUCKETS, ours)
+    counter = Counter("t_requests", "Requests.", ["route", "status"], registry=theirs)
+    histogram = Histogram(
+        "t_seconds", "Seconds.", ["route"], buckets=SECONDS_BUCKETS, registry=theirs
+    )
+    observations = [0.0, 0.0004, 0.0005, 0.001, 0.0011, 0.3, 10.0, 11.0, 0.0005]
+    for index, seconds in enumerate(observations):
+        route, status = ("/a", "200") if index % 3 else ("/b", "429")
+        tally.labels(route, status).inc()
+        counter.labels(route, status).inc()
+        spread.labels(route).observe(seconds)
+        histogram.labels(route).observe(seconds)
+    tally.labels("/a", "200").inc(5)
+    counter.labels("/a", "200").inc(5)
+
+    def without_created(registry: CollectorRegistry) -> dict[Any, float]:
+        found = samples(generate_latest(registry).decode())
+        return {key: value for key, value in found.items() if not key[0].endswith("_created")}
+
+    assert without_created(ours) == without_created(theirs)
