@@ -132,7 +132,8 @@ class Spread(Collector):
         self.documentation = documentation
         self.label_names = list(labels)
         self.bounds = tuple(float(bound) for bound in buckets)
-        self.names = [floatToGoString(bound) for bound in self.bounds] + ["+Inf"]
+        # The bounds written as prometheus_client writes them ("0.005", "1.0", "+Inf").
+        self.names = [floatToGoString(bound) for bound in self.bounds] + ["+Inf"]  # type: ignore[no-untyped-call]
         self.series: dict[tuple[str, ...], Observations] = {}
         registry.register(self)
 

@@ -147,6 +147,30 @@ async def test_batch_ingestion_answers_each_event_and_has_a_limit(
     assert refused.json()["field"] == "events"
 
 
+async def test_a_batch_over_several_trees_of_one_host_keeps_its_order_across_calls(
+    stack: Stack,
+) -> None:
+    """Events of two trees, interleaved, in more host calls than one (``batch_max`` 3): each
+    result in the order sent, each charge on its own tenant; a key for one of the trees is
+    refused the whole batch, naming the first event outside its scope."""
+    first, second = stack.tenant(credit="10"), stack.tenant(credit="10")
+    tenants = [first, second, second, first, second, first, first, second]
+    events = [
+        {"id": f"mix-{n}", "tenant": tenant, "meter": "calls"} for n, tenant in enumerate(tenants)
+    ]
+    async with gateway_client(stack.hosts, stack.url, GatewayConfig(batch_max=3)) as client:
+        answer = await post(client, stack.admin_key, "/v1/events", {"events": events})
+        assert answer.status_code == 200, answer.text
+        results = answer.json()["results"]
+        assert [result["id"] for result in results] == [event["id"] for event in events]
+        assert all(result["accepted"] for result in results)
+        for tenant in (first, second):
+            found = await balance(client, stack.admin_key, tenant)
+            assert Decimal(found["balance"]) == 10 - Decimal("0.25") * tenants.count(tenant)
+        narrow = await post(client, stack.app_key(first), "/v1/events", {"events": events})
+        assert (narrow.status_code, narrow.json()["field"]) == (403, "events[1].tenant")
+
+
 # Errors -------------------------------------------------------------------------------------
 
 
