@@ -21,6 +21,11 @@ from engine.meters import PropertyName, PropertyValue
 
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 TenantId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")]
+"""A tenant's id where it enters: the gateway's requests and the catalogue check it."""
+TenantRef = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+"""A tenant a command names. Its id was checked where it entered, and a command for a tenant
+that does not exist is refused; a host decoding a batch does not match the pattern again,
+which was half of the time it took to decode a one-step record (0.5 of 0.9 µs)."""
 MeterKey = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 Properties = dict[PropertyName, PropertyValue]
 Seconds = Annotated[int, msgspec.Meta(ge=0, le=366 * 86_400)]
@@ -41,7 +46,7 @@ class _Command(
     omit_defaults=True,
 ):
     id: Id
-    tenant: TenantId
+    tenant: TenantRef
     time: Instant
 
 
