@@ -11,7 +11,9 @@ machine:
 3. measures authorise-and-record (``POST /v1/record``, prepaid tenants with ample credit, each
    with its usage key) with wrk: requests per second, p50 and p99 latency;
 4. measures the latency at half that rate with an open-loop generator (``open_loop.py``, as
-   wrk2 would; wrk2 is not packaged in Debian);
+   wrk2 would; wrk2 is not packaged in Debian), against the trivial endpoint first (the
+   baseline: what the generator and the machine add at that rate on their own), then against
+   the server;
 5. measures batch ingestion (``POST /v1/events``, 1,000 events per request) in events per
    second;
 6. starts the server again on the same data with gateway-held grants on
@@ -106,8 +108,15 @@ class Bench:
         # its end may be applied but are not counted): what the charges are checked against.
         self.answered: dict[str, int] = {}
         self.in_flight: dict[str, int] = {}
+        self.trivial: Child | None = None
+        """The trivial endpoint, kept (idle) until the half-rate latency has been measured
+        against it too."""
+        self.trivial_port = 0
 
     def close(self) -> None:
+        if self.trivial is not None:
+            self.trivial.stop()
+            self.trivial = None
         shutil.rmtree(self.directory, ignore_errors=True)
 
     def wrk(
@@ -143,17 +152,14 @@ class Bench:
         return results[-1]
 
     def measure_ceiling(self) -> float:
-        port = free_port()
-        child = Child(
+        port = self.trivial_port = free_port()
+        self.trivial = Child(
             [sys.executable, "-m", "load_tests.bench_http", "--trivial", str(port)],
             self.directory / "trivial.log",
         )
-        try:
-            wait_until_ready(f"http://127.0.0.1:{port}/v1/record", child, 30.0)
-            fake = [{"tenant": "trivial", "key": "mwk_trivial"}]
-            result = self.wrk(f"http://127.0.0.1:{port}/v1/record", "record.lua", fake)
-        finally:
-            child.stop()
+        wait_until_ready(f"http://127.0.0.1:{port}/v1/record", self.trivial, 30.0)
+        fake = [{"tenant": "trivial", "key": "mwk_trivial"}]
+        result = self.wrk(f"http://127.0.0.1:{port}/v1/record", "record.lua", fake)
         self.figures["ceiling_rps"] = round(result.requests_per_second)
         return result.requests_per_second
 
@@ -248,7 +254,36 @@ def _measure_records(
 
 
 def _measure_half_rate(bench: Bench, port: int, api: list[dict[str, str]]) -> None:
+    """The latency at half the measured rate, open loop: first against the trivial endpoint
+    (the baseline: what the generator, the event loop and the machine add on their own at
+    that rate), then against the server."""
     rate = bench.figures["record_rps"] / 2
+    baseline = None
+    if bench.trivial is not None:
+        baseline = _open_loop(bench, bench.trivial_port, api, rate)
+        bench.trivial.stop()
+        bench.trivial = None
+    result = _open_loop(bench, port, api, rate)
+    bench.figures["half_rate"] = {
+        "rate_target": round(result.rate_target),
+        "rate_achieved": round(result.rate_achieved),
+        "latency_p50_ms": round(result.latency_p50_ms, 2),
+        "latency_p99_ms": round(result.latency_p99_ms, 2),
+        "latency_max_ms": round(result.latency_max_ms, 2),
+        "failures": result.failures,
+    }
+    if baseline is not None:
+        bench.figures["half_rate"].update(
+            trivial_latency_p50_ms=round(baseline.latency_p50_ms, 2),
+            trivial_latency_p99_ms=round(baseline.latency_p99_ms, 2),
+            trivial_failures=baseline.failures,
+        )
+    url = f"http://127.0.0.1:{port}/v1/record"
+    bench.answered[url] += result.requests - result.failures
+    bench.in_flight[url] += result.failures
+
+
+def _open_loop(bench: Bench, port: int, api: list[dict[str, str]], rate: float) -> OpenLoopResult:
     run = uuid.uuid4().hex[:12]
     requests = [_record_request(port, account, run) for account in api]
 
@@ -265,17 +300,7 @@ def _measure_half_rate(bench: Bench, port: int, api: list[dict[str, str]]) -> No
             connections=bench.connections,
         )
     )
-    bench.figures["half_rate"] = {
-        "rate_target": round(result.rate_target),
-        "rate_achieved": round(result.rate_achieved),
-        "latency_p50_ms": round(result.latency_p50_ms, 2),
-        "latency_p99_ms": round(result.latency_p99_ms, 2),
-        "latency_max_ms": round(result.latency_max_ms, 2),
-        "failures": result.failures,
-    }
-    url = f"http://127.0.0.1:{port}/v1/record"
-    bench.answered[url] += result.requests - result.failures
-    bench.in_flight[url] += result.failures
+    return result
 
 
 def _record_request(port: int, account: dict[str, str], run: str) -> RequestMaker:
@@ -389,6 +414,11 @@ def _print(f: dict[str, Any]) -> None:
         f"p50 {half['latency_p50_ms']} ms, p99 {half['latency_p99_ms']} ms "
         f"(target {TARGET_HALF_RATE_P99_MS} ms)"
     )
+    if "trivial_latency_p99_ms" in half:
+        print(
+            f"  the trivial endpoint at the same rate (baseline): "
+            f"p50 {half['trivial_latency_p50_ms']} ms, p99 {half['trivial_latency_p99_ms']} ms"
+        )
     print(
         f"batch ingestion ({BATCH:,} per request): {f['events_per_s']:>9,} events/s "
         f"({f['events_ratio']:.2f} × the ceiling; target {TARGET_EVENTS_PER_S:,}/s)"
