@@ -17,8 +17,8 @@ from __future__ import annotations
 import time
 from bisect import bisect_left
 from collections import Counter as Occurrences
-from collections.abc import Iterator, Sequence
-from typing import Final
+from collections.abc import Callable, Iterator, Sequence
+from typing import Final, Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
@@ -70,34 +70,53 @@ class Count:
         self.value += amount
 
 
-class Tally(Collector):
-    """A counter family, counted in plain integers: only the event loop's thread counts and
-    scrapes, so no lock is needed (prometheus_client's Counter takes one per increment)."""
+S = TypeVar("S")
+
+
+class _Family(Collector, Generic[S]):
+    """A metric family counted in plain integers: only the event loop's thread counts and
+    scrapes, so no lock is needed (prometheus_client's metrics take one per increment). A
+    series is made by ``make`` the first time its label values are seen."""
 
     def __init__(
-        self, name: str, documentation: str, labels: Sequence[str], registry: CollectorRegistry
+        self,
+        name: str,
+        documentation: str,
+        labels: Sequence[str],
+        registry: CollectorRegistry,
+        make: Callable[[], S],
     ) -> None:
         self.name = name
         self.documentation = documentation
         self.label_names = list(labels)
-        self.series: dict[tuple[str, ...], Count] = {}
+        self.make = make
+        self.series: dict[tuple[str, ...], S] = {}
         registry.register(self)
 
-    def labels(self, *values: str) -> Count:
+    def labels(self, *values: str) -> S:
         assert len(values) == len(self.label_names), (self.name, values)
         series = self.series.get(values)
         if series is None:
-            series = self.series[values] = Count()
+            series = self.series[values] = self.make()
         return series
+
+    def describe(self) -> Iterator[Metric]:
+        yield from self.collect()
+
+
+class Tally(_Family[Count]):
+    """A counter family (prometheus_client's Counter, lock-free)."""
+
+    def __init__(
+        self, name: str, documentation: str, labels: Sequence[str], registry: CollectorRegistry
+    ) -> None:
+        super().__init__(name, documentation, labels, registry, Count)
 
     def collect(self) -> Iterator[Metric]:
         family = CounterMetricFamily(self.name, self.documentation, labels=self.label_names)
         for values, series in list(self.series.items()):
             family.add_metric(values, series.value)
         yield family
-
-    def describe(self) -> Iterator[Metric]:
-        yield CounterMetricFamily(self.name, self.documentation, labels=self.label_names)
 
 
 class Observations:
@@ -116,8 +135,8 @@ class Observations:
         self.total += value
 
 
-class Spread(Collector):
-    """A histogram family, counted like :class:`Tally`."""
+class Spread(_Family[Observations]):
+    """A histogram family (prometheus_client's Histogram, lock-free)."""
 
     def __init__(
         self,
@@ -128,21 +147,10 @@ class Spread(Collector):
         registry: CollectorRegistry,
     ) -> None:
         assert list(buckets) == sorted(set(buckets)), "bucket bounds rise"
-        self.name = name
-        self.documentation = documentation
-        self.label_names = list(labels)
-        self.bounds = tuple(float(bound) for bound in buckets)
+        bounds = tuple(float(bound) for bound in buckets)
         # The bounds written as prometheus_client writes them ("0.005", "1.0", "+Inf").
-        self.names = [floatToGoString(bound) for bound in self.bounds] + ["+Inf"]  # type: ignore[no-untyped-call]
-        self.series: dict[tuple[str, ...], Observations] = {}
-        registry.register(self)
-
-    def labels(self, *values: str) -> Observations:
-        assert len(values) == len(self.label_names), (self.name, values)
-        series = self.series.get(values)
-        if series is None:
-            series = self.series[values] = Observations(self.bounds)
-        return series
+        self.names = [floatToGoString(bound) for bound in bounds] + ["+Inf"]  # type: ignore[no-untyped-call]
+        super().__init__(name, documentation, labels, registry, lambda: Observations(bounds))
 
     def collect(self) -> Iterator[Metric]:
         family = HistogramMetricFamily(self.name, self.documentation, labels=self.label_names)
@@ -153,9 +161,6 @@ class Spread(Collector):
                 buckets.append((name, float(cumulative)))
             family.add_metric(values, buckets, series.total)
         yield family
-
-    def describe(self) -> Iterator[Metric]:
-        yield HistogramMetricFamily(self.name, self.documentation, labels=self.label_names)
 
 
 class Metrics:
