@@ -345,27 +345,9 @@ def _command(kind: type[CommandRequest]) -> HotHandler:
 async def events(gateway: Gateway, key: ApiKey, body: bytes) -> Any:
     """Usage that already happened, up to ``EVENTS_MAX`` events, each recorded (charged even
     into overdraft) with a result of its own, in the order sent."""
-    message = _decode(body, EventsRequest)
-    roots = await _event_roots(gateway, key, [event.tenant for event in message.events])
-    now = gateway.now()
-    events = message.events
-    hosts = {root: gateway.transport.host_of(root) for root in set(roots.values()) if root}
-    known = {tenant: root for tenant, root in roots.items() if root is not None}
-    chunk = gateway.config.batch_max
-    if len(hosts) == 1 and len(known) == len(roots):
-        # Every event's tree on one host, the common case: the commands in the order sent,
-        # without noting each one's position.
-        [host] = hosts.values()
-        items = [(known[event.tenant], event.command(now)) for event in events]
-        answers = await asyncio.gather(
-            *(
-                gateway.coalescer.submit(host, items[start : start + chunk])
-                for start in range(0, len(items), chunk)
-            )
-        )
-        outcomes = [outcome for answer in answers for outcome in answer]
-    else:
-        outcomes = await _events_placed(gateway, events, roots, hosts, now)
+    events = _decode(body, EventsRequest).events
+    roots = await _event_roots(gateway, key, [event.tenant for event in events])
+    outcomes = await _ingest(gateway, events, roots, gateway.now())
     gateway.metrics.ingested(outcomes)
     results = [
         Decision.of(event.id, outcome) for event, outcome in zip(events, outcomes, strict=True)
@@ -375,32 +357,35 @@ async def events(gateway: Gateway, key: ApiKey, body: bytes) -> Any:
     return EventsResponse(accepted=accepted, refused=refused, results=results)
 
 
-async def _events_placed(
-    gateway: Gateway,
-    events: list[Event],
-    roots: dict[str, str | None],
-    hosts: dict[str, str],
-    now: Instant,
+async def _ingest(
+    gateway: Gateway, events: list[Event], roots: dict[str, str | None], now: Instant
 ) -> list[Outcome]:
-    """Each event's outcome from the host of its tree (unknown tenants refused here), the
-    hosts called at once."""
-    outcomes: list[Outcome] = [_UNKNOWN_TENANT] * len(events)
-    by_host: dict[str, list[tuple[int, tuple[str, Command]]]] = {}
+    """Each event's outcome from the host of its tree (unknown tenants refused here): each
+    host gets its events in the order sent, in calls of at most ``batch_max``, all hosts at
+    once."""
+    hosts = {root: gateway.transport.host_of(root) for root in set(roots.values()) if root}
+    placed: dict[str, tuple[list[int], list[tuple[str, Command]]]] = {}
     for position, event in enumerate(events):
         root = roots[event.tenant]
         if root is not None:
-            by_host.setdefault(hosts[root], []).append((position, (root, event.command(now))))
+            host = hosts[root]
+            lists = placed.get(host)
+            if lists is None:
+                lists = placed[host] = ([], [])
+            lists[0].append(position)
+            lists[1].append((root, event.command(now)))
     chunk = gateway.config.batch_max
     sends = [
-        (host, placed[start : start + chunk])
-        for host, placed in by_host.items()
-        for start in range(0, len(placed), chunk)
+        (host, positions[start : start + chunk], items[start : start + chunk])
+        for host, (positions, items) in placed.items()
+        for start in range(0, len(items), chunk)
     ]
     answers = await asyncio.gather(
-        *(gateway.coalescer.submit(host, [item for _, item in part]) for host, part in sends)
+        *(gateway.coalescer.submit(host, items) for host, _, items in sends)
     )
-    for (_host, part), answer in zip(sends, answers, strict=True):
-        for (position, _item), outcome in zip(part, answer, strict=True):
+    outcomes: list[Outcome] = [_UNKNOWN_TENANT] * len(events)
+    for (_host, positions, _items), answer in zip(sends, answers, strict=True):
+        for position, outcome in zip(positions, answer, strict=True):
             outcomes[position] = outcome
     return outcomes
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Any, Final, TypeVar
+from typing import Annotated, Final, TypeVar
 
 import msgspec
 
@@ -67,7 +67,7 @@ def instant_of(timestamp: int | datetime | None) -> Instant | None:
     return from_datetime(timestamp)
 
 
-_Recorded = TypeVar("_Recorded", Record, AuthorizeAndRecord)
+_OneStep = TypeVar("_OneStep", Record, AuthorizeAndRecord)
 
 
 class _Request(
@@ -96,21 +96,10 @@ class _Usage(_Request, frozen=True, kw_only=True):
         if self.quantity is not ONE_UNIT:  # the default, left out of most requests
             check_quantity("quantity", self.quantity)
 
-    def _usage(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "tenant": self.tenant,
-            "meter": self.meter,
-            "quantity": self.quantity,
-            "properties": self.properties,
-            "duration_seconds": self.duration_seconds,
-            "usage_time": instant_of(self.usage_time),
-        }
-
-    def _record(self, kind: type[_Recorded], now: Instant) -> _Recorded:
-        """The one-step command of this usage, its fields named rather than gathered in a
-        dict first: this runs once per event of a batch."""
-        usage_time = self.usage_time
+    def _usage(self, kind: type[_OneStep], now: Instant) -> _OneStep:
+        """The one-step command of this usage, its fields named: this runs once per event of
+        a batch, and gathering them in a dict first (or passing ``**`` keywords to a Struct)
+        cost two to four times as much."""
         return kind(
             id=self.id,
             tenant=self.tenant,
@@ -119,7 +108,7 @@ class _Usage(_Request, frozen=True, kw_only=True):
             quantity=self.quantity,
             properties=self.properties,
             duration_seconds=self.duration_seconds,
-            usage_time=usage_time if usage_time is None else instant_of(usage_time),
+            usage_time=instant_of(self.usage_time),
         )
 
 
@@ -130,14 +119,24 @@ class AuthorizeRequest(_Usage, frozen=True, kw_only=True):
     ttl_seconds: TtlSeconds = TTL_SECONDS_DEFAULT
 
     def command(self, now: Instant) -> Command:
-        return Authorize(time=now, ttl_seconds=self.ttl_seconds, **self._usage())
+        return Authorize(
+            id=self.id,
+            tenant=self.tenant,
+            time=now,
+            meter=self.meter,
+            quantity=self.quantity,
+            properties=self.properties,
+            duration_seconds=self.duration_seconds,
+            usage_time=instant_of(self.usage_time),
+            ttl_seconds=self.ttl_seconds,
+        )
 
 
 class RecordRequest(_Usage, frozen=True, kw_only=True):
     """Authorise and record in one step: charged if the account allows it, refused if not."""
 
     def command(self, now: Instant) -> Command:
-        return self._record(AuthorizeAndRecord, now)
+        return self._usage(AuthorizeAndRecord, now)
 
 
 class Event(_Usage, frozen=True, kw_only=True):
@@ -145,7 +144,7 @@ class Event(_Usage, frozen=True, kw_only=True):
     account off until a top-up)."""
 
     def command(self, now: Instant) -> Command:
-        return self._record(Record, now)
+        return self._usage(Record, now)
 
 
 class EventsRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
