@@ -93,8 +93,7 @@ class _Usage(_Request, frozen=True, kw_only=True):
     """When the usage happened, for backfill; the time of receipt if not given."""
 
     def __post_init__(self) -> None:
-        if self.quantity is not ONE_UNIT:  # the default, left out of most requests
-            check_quantity("quantity", self.quantity)
+        check_quantity("quantity", self.quantity)
 
     def _usage(self, kind: type[_OneStep], now: Instant) -> _OneStep:
         """The one-step command of this usage, its fields named: this runs once per event of

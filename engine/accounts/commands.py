@@ -18,6 +18,7 @@ from engine.accounts.settings import TenantSettings
 from engine.accounts.wallet import CreditKind
 from engine.instants import Instant
 from engine.meters import PropertyName, PropertyValue
+from engine.numbers import ONE
 
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 TenantId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")]
@@ -50,9 +51,10 @@ class _Command(
     time: Instant
 
 
-ONE_UNIT: Final = Decimal(1)
-"""The default quantity. Pass this object itself for one unit: an equal Decimal made
-elsewhere is encoded, this one (the default) is left out."""
+ONE_UNIT: Final = ONE
+"""The default quantity, ``engine.numbers.ONE`` itself. Pass this object for one unit: an
+equal Decimal made elsewhere is encoded, this one (the default) is left out, and the
+quantity check passes it at once."""
 
 
 class _Usage(_Command, frozen=True, kw_only=True):

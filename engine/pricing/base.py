@@ -6,7 +6,13 @@ from decimal import Decimal
 
 import msgspec
 
-from engine.numbers import MAGNITUDE_MAX, PRICE_DECIMALS_MAX, QUANTITY_DECIMALS_MAX, decimals_of
+from engine.numbers import (
+    MAGNITUDE_MAX,
+    ONE,
+    PRICE_DECIMALS_MAX,
+    QUANTITY_DECIMALS_MAX,
+    decimals_of,
+)
 
 
 class PriceLine(msgspec.Struct, frozen=True, kw_only=True):
@@ -39,6 +45,8 @@ def check_price(field: str, value: Decimal, *, allow_negative: bool = False) -> 
 
 
 def check_quantity(field: str, value: Decimal, *, positive: bool = False) -> None:
+    if value is ONE:  # the default quantity of every command and request: valid as it is
+        return
     if not value.is_finite():
         raise ValueError(f"{field}: must be a finite number")
     if value < 0 or (positive and value == 0):
