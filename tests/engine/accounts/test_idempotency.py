@@ -169,6 +169,31 @@ def test_past_the_most_ids_remembered_the_oldest_are_forgotten_first(
     assert tree.balance("acme") == Decimal(100) - Decimal("0.10") * (3 * most + 1)
 
 
+def test_a_forgotten_generation_is_released_a_chunk_at_a_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Released at once, a generation of 50,000 ids held the host for tens of milliseconds:
+    it is released in chunks, every one gone before the next generation fills, and none of
+    it is looked up in the meantime."""
+    tree = new_account("1000")
+    monkeypatch.setattr(tree_module, "REMEMBERED_MAX", 40)
+    monkeypatch.setattr(tree_module, "FORGET_EVERY", 4)
+    monkeypatch.setattr(tree_module, "FORGET_CHUNK", 6)
+    for number in range(40):  # two generations of 20, the second one just full
+        assert tree.handle(calls(f"id-{number}", 1, at=T + number)).accepted
+    assert len(tree._forgetting) == 0
+    tree.handle(calls("id-40", 1, at=T + 40))  # the first generation stops being looked up
+    assert len(tree._forgetting) == 20
+    assert remembered(tree, ["id-0", "id-19", "id-20"]) == ["id-20"]
+    sizes = []
+    for number in range(41, 60):
+        tree.handle(calls(f"id-{number}", 1, at=T + number))
+        sizes.append(len(tree._forgetting))
+    assert sizes[:3] == [20, 20, 14]  # a chunk once every FORGET_EVERY ids remembered
+    assert sizes[-1] == 0 and len(tree.state.remembered) == 20  # gone before the next
+    assert tree.handle(calls("id-0", 1, at=T + 60)).amount == Decimal("0.10")  # new again
+
+
 def test_the_remembered_ids_travel_with_the_snapshot() -> None:
     tree = new_account()
     first = tree.handle(calls("x", 3))
