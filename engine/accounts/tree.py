@@ -58,10 +58,11 @@ first."""
 FORGET_EVERY: Final = 256
 FORGET_CHUNK: Final = 512
 """A forgotten generation is released ``FORGET_CHUNK`` ids at a time, every ``FORGET_EVERY``
-ids remembered: gone long before the next generation fills. Released at once, the 50,000 ids
-of a generation (about a million objects with their commands and outcomes) held the host's
-apply thread for 15 to 50 ms per tree, and trees of the same traffic rotate together: the
-half-rate p99 of ``meterwerk bench`` showed stalls of 70 to 200 ms."""
+ids remembered: gone before half of the next generation has filled (only a generation ended
+by age can find some of it left, and drops that rest at once). Released at once, the 50,000
+ids of a generation (several hundred thousand objects, with their commands and outcomes)
+held the host's apply thread for 15 to 50 ms per tree, and trees of the same traffic rotate
+together: the half-rate p99 of ``meterwerk bench`` showed stalls of 70 to 200 ms."""
 BUDGET_STEPS: Final = (50, 80, 100)
 
 # Timers due at the same instant fire in this order. A period ends first, so that whatever
