@@ -139,38 +139,30 @@ class Wallet(msgspec.Struct, kw_only=True):
         """Take ``amount`` from the grants in order; what they cannot cover is owed. A negative
         amount gives money back: it settles what is owed, then becomes refund credit."""
         if amount > 0:
+            ledger = self.ledger
             grants = self.grants
             if grants:
+                # The common prepaid case: the first grant covers it and stays above zero.
                 first = grants[0]
-                ledger = self.ledger
-                account = ledger.accounts.get(first.account)
-                income = ledger.accounts.get(revenue)
-                if (
-                    account is not None
-                    and income is not None
-                    and account.credits_posted - account.debits_posted > amount
+                source = ledger.accounts.get(first.account)
+                covered = (
+                    source is not None
+                    and source.credits_posted - source.debits_posted > amount
                     and (first.expires_at is None or at < first.expires_at)
-                ):
-                    # The common case: the first grant covers it and stays above zero. This is
-                    # Ledger.move from a customer account to a platform one, written out.
-                    account.debits_posted += amount
-                    income.credits_posted += amount
-                    ledger.customer_credits -= amount
-                    ledger.postings_count += 1
-                    return
+                )
             else:
-                ledger = self.ledger
-                owed = ledger.accounts.get(RECEIVABLE)
-                income = ledger.accounts.get(revenue)
-                if owed is not None and income is not None:
-                    # No credit at all (postpaid, or prepaid spent): all of it is owed. This
-                    # is _take's last posting, from receivable to a platform account, written
-                    # out (a fifth of a postpaid one-step record's work went to _take).
-                    owed.debits_posted += amount
-                    income.credits_posted += amount
-                    ledger.customer_credits -= amount
-                    ledger.postings_count += 1
-                    return
+                # No credit at all (postpaid, or prepaid spent): all of it is owed.
+                source = ledger.accounts.get(RECEIVABLE)
+                covered = source is not None
+            income = ledger.accounts.get(revenue)
+            if covered and source is not None and income is not None:
+                # One posting from a customer account to a platform one: Ledger.move written
+                # out (a fifth of a one-step record's work went to _take's general path).
+                source.debits_posted += amount
+                income.credits_posted += amount
+                ledger.customer_credits -= amount
+                ledger.postings_count += 1
+                return
             self._take(amount, revenue, kind, at, reference)
         elif amount < 0:
             self._give_back(-amount, revenue, at, reference)
