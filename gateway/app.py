@@ -286,7 +286,9 @@ class HotRoute:
         headers: dict[str, str] | None = None
         try:
             header = None if authorization is None else authorization.decode("latin-1")
-            key = gateway.verifier.known(header) or await gateway.verifier.authenticate(header)
+            key = gateway.verifier.verify(header)
+            if not isinstance(key, ApiKey):
+                key = await key  # not remembered: looked up
             body = await _receive_body(receive, declared, gateway.config.body_bytes_max)
             if body is None:
                 return CLIENT_GONE

@@ -19,9 +19,9 @@ Any other key may do nothing.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from enum import StrEnum
-from typing import Final
+from typing import Any, Final
 
 from gateway import errors
 from gateway.cache import LookupCache
@@ -80,20 +80,24 @@ class KeyVerifier:
             size_max=CACHE_SIZE_MAX,
         )
 
-    def known(self, authorization: str | None) -> ApiKey | None:
-        """The key the ``Authorization`` header names if it is remembered, without waiting;
-        None if it must be looked up (:meth:`authenticate`). 401 as there."""
-        digest, _ = _digest(authorization)
+    def verify(self, authorization: str | None) -> ApiKey | Coroutine[Any, Any, ApiKey]:
+        """The key the ``Authorization`` header names: at once if it is remembered (the hot
+        path's hit takes no coroutine), else a coroutine that looks it up; the header is
+        hashed once either way. 401 if it is missing or invalid."""
+        digest, plaintext = _digest(authorization)
         entry = self._cache.fresh(digest)
         if entry is None:
-            return None
+            return self._looked_up(digest, plaintext)
         if entry[1] is None:
             raise errors.invalid_key()
         return entry[1]
 
     async def authenticate(self, authorization: str | None) -> ApiKey:
-        """The key the ``Authorization`` header names; 401 if it is missing or invalid."""
-        digest, plaintext = _digest(authorization)
+        """:meth:`verify`, awaited."""
+        key = self.verify(authorization)
+        return key if isinstance(key, ApiKey) else await key
+
+    async def _looked_up(self, digest: bytes, plaintext: str) -> ApiKey:
         key = await self._cache.get(digest, lambda: self.keys.verify(plaintext))
         if key is None:
             raise errors.invalid_key()
