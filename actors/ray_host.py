@@ -92,10 +92,11 @@ class AccountHostActor:
         return self.server.endpoint
 
     def apply(self, items: bytes) -> bytes:
-        decoded = _decode_items(items)
-        with self.lock:
-            outcomes = self.core.apply(decoded)
-        return _encode(outcomes)
+        """One batch as a Ray call: applied as the channel applies its batches."""
+        [answer] = self.apply_requests([items])
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
 
     def apply_requests(self, requests: Sequence[bytes]) -> list[bytes | Exception]:
         """The channel's batch: several gateway calls applied together, at most
