@@ -9,6 +9,7 @@ numbers or strings and answered as strings: no float touches them.
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Final, TypeVar
@@ -34,12 +35,12 @@ from engine.accounts import (
 )
 from engine.accounts.commands import (
     ONE_UNIT,
+    TENANT_ID_REGEX,
     TTL_SECONDS_DEFAULT,
     TTL_SECONDS_MAX,
     Id,
     MeterKey,
     Seconds,
-    TenantId,
 )
 from engine.instants import Instant, from_datetime
 from engine.meters import PropertyName, PropertyValue
@@ -58,6 +59,18 @@ Timestamp = (
 )
 """Seconds since the Unix epoch, or an RFC 3339 timestamp with an offset."""
 TtlSeconds = Annotated[int, msgspec.Meta(ge=1, le=TTL_SECONDS_MAX)]
+RequestTenantId = Annotated[str, msgspec.Meta(extra_json_schema={"pattern": TENANT_ID_REGEX})]
+"""A request's tenant: a :data:`TenantId`, its pattern checked by :func:`check_tenant` in the
+Struct's ``__post_init__``. Called there, the compiled pattern costs a quarter of msgspec's
+own check of it (90 against 365 ns, on every hot-path request); the answer to a tenant that
+does not match is the same 422 naming ``tenant``."""
+_TENANT_ID: Final = re.compile(TENANT_ID_REGEX)
+
+
+def check_tenant(tenant: str) -> None:
+    # fullmatch: msgspec's search let a trailing newline through ``$``.
+    if _TENANT_ID.fullmatch(tenant) is None:
+        raise ValueError(f"tenant: Expected `str` matching regex {TENANT_ID_REGEX!r}")
 
 
 def instant_of(timestamp: int | datetime | None) -> Instant | None:
@@ -81,7 +94,10 @@ class _Request(
     gc=False,
 ):
     id: Id
-    tenant: TenantId
+    tenant: RequestTenantId
+
+    def __post_init__(self) -> None:
+        check_tenant(self.tenant)
 
 
 class _Usage(_Request, frozen=True, kw_only=True):
@@ -93,6 +109,7 @@ class _Usage(_Request, frozen=True, kw_only=True):
     """When the usage happened, for backfill; the time of receipt if not given."""
 
     def __post_init__(self) -> None:
+        check_tenant(self.tenant)
         check_quantity("quantity", self.quantity)
 
     def _usage(self, kind: type[_UsageCommand], now: Instant) -> _UsageCommand:
@@ -146,6 +163,7 @@ class CaptureRequest(_Request, frozen=True, kw_only=True):
     """The actual quantity; null captures what was reserved."""
 
     def __post_init__(self) -> None:
+        check_tenant(self.tenant)
         if self.quantity is not None:
             check_quantity("quantity", self.quantity)
 
@@ -173,6 +191,7 @@ class SessionStartRequest(_Request, frozen=True, kw_only=True):
     properties: Properties = {}
 
     def __post_init__(self) -> None:
+        check_tenant(self.tenant)
         check_quantity("quantity", self.quantity)
 
     def command(self, now: Instant) -> Command:
@@ -274,13 +293,14 @@ class QuoteRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     """The price of ``quantity`` more units of ``meter`` for ``tenant`` now. It changes
     nothing, so it carries no id."""
 
-    tenant: TenantId
+    tenant: RequestTenantId
     meter: MeterKey
     quantity: Decimal = Decimal(1)
     properties: Properties = {}
     duration_seconds: Seconds = 0
 
     def __post_init__(self) -> None:
+        check_tenant(self.tenant)
         check_quantity("quantity", self.quantity)
 
     def query(self) -> QuoteQuery:

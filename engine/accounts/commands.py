@@ -21,7 +21,8 @@ from engine.meters import PropertyName, PropertyValue
 from engine.numbers import ONE
 
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
-TenantId = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")]
+TENANT_ID_REGEX: Final = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+TenantId = Annotated[str, msgspec.Meta(pattern=TENANT_ID_REGEX)]
 """A tenant's id where it enters: the gateway's requests and the catalogue check it."""
 TenantRef = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 """A tenant a command names. Its id was checked where it entered, and a command for a tenant

@@ -200,6 +200,39 @@ async def test_malformed_json_is_400_and_an_unknown_field_is_422_naming_it(
     assert (nested.status_code, nested.json()["field"]) == (422, "events[0].quantity")
 
 
+@pytest.mark.parametrize(
+    ("path", "tenant"),
+    [
+        ("/v1/record", "no spaces"),
+        ("/v1/record", "-leading-dash"),
+        ("/v1/record", "x" * 65),
+        ("/v1/record", "trailing\n"),
+        ("/v1/authorize", "é"),
+        ("/v1/sessions/heartbeat", ""),
+        ("/v1/quote", "a/b"),
+    ],
+)
+async def test_a_tenant_id_off_its_pattern_is_422_naming_it_on_every_route(
+    stack: Stack, client: httpx.AsyncClient, path: str, tenant: str
+) -> None:
+    body = {"id": new_id(), "tenant": tenant, "meter": "calls"}
+    if path == "/v1/quote":
+        del body["id"]
+    elif path == "/v1/sessions/heartbeat":
+        body = {"id": new_id(), "tenant": tenant, "session": "s"}
+    response = await post(client, stack.admin_key, path, body)
+    assert (response.status_code, response.json()["code"]) == (422, "invalid_field")
+    assert response.json()["field"] == "tenant"
+    assert "matching regex" in response.json()["message"]
+    events = await post(
+        client,
+        stack.admin_key,
+        "/v1/events",
+        {"events": [{"id": new_id(), "tenant": t, "meter": "calls"} for t in ("ok", tenant)]},
+    )
+    assert (events.status_code, events.json()["field"]) == (422, "events[1].tenant")
+
+
 async def test_a_body_over_the_limit_is_413(stack: Stack) -> None:
     tenant = stack.tenant()
     padding = {f"k{n}": "y" * 200 for n in range(10)}  # about 2 KiB
