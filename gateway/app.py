@@ -186,7 +186,7 @@ def create_app(
             await gateway.aclose()
             database.dispose()
 
-    hot = _hot_routes()
+    hot = _hot_routes(gateway)
     app = GatewayApp(
         hot, gateway.metrics, routes=_routes(hot), exception_handlers=_HANDLERS, lifespan=lifespan
     )
@@ -196,18 +196,19 @@ def create_app(
     return app
 
 
-def _hot_routes() -> dict[str, HotRoute]:
+def _hot_routes(gateway: Gateway) -> dict[str, HotRoute]:
     """The hot path's POST routes by path, answered by :class:`GatewayApp` before routing."""
-    return {
-        "/v1/record": HotRoute(_command(RecordRequest)),
-        "/v1/authorize": HotRoute(_command(AuthorizeRequest)),
-        "/v1/capture": HotRoute(_command(CaptureRequest)),
-        "/v1/events": HotRoute(events),
-        "/v1/release": HotRoute(_command(ReleaseRequest)),
-        "/v1/sessions/start": HotRoute(_command(SessionStartRequest)),
-        "/v1/sessions/heartbeat": HotRoute(_command(SessionHeartbeatRequest)),
-        "/v1/sessions/stop": HotRoute(_command(SessionStopRequest)),
+    handlers: dict[str, HotHandler] = {
+        "/v1/record": _command(RecordRequest),
+        "/v1/authorize": _command(AuthorizeRequest),
+        "/v1/capture": _command(CaptureRequest),
+        "/v1/events": events,
+        "/v1/release": _command(ReleaseRequest),
+        "/v1/sessions/start": _command(SessionStartRequest),
+        "/v1/sessions/heartbeat": _command(SessionHeartbeatRequest),
+        "/v1/sessions/stop": _command(SessionStopRequest),
     }
+    return {path: HotRoute(gateway, handle) for path, handle in handlers.items()}
 
 
 def _routes(hot: dict[str, HotRoute]) -> list[Route]:
@@ -267,7 +268,8 @@ class HotRoute:
     its limit (413), hand both to the handler, and answer its Struct as JSON, or the error a
     fault stands for, exactly as the Starlette routes answer them (``_fault``)."""
 
-    def __init__(self, handle: HotHandler) -> None:
+    def __init__(self, gateway: Gateway, handle: HotHandler) -> None:
+        self.gateway = gateway
         self.handle = handle
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -275,7 +277,7 @@ class HotRoute:
 
     async def answer(self, scope: Scope, receive: Receive, send: Send) -> int:
         """Answer the request; the status answered (``CLIENT_GONE``: none)."""
-        gateway: Gateway = scope["app"].state.gateway
+        gateway = self.gateway
         authorization: bytes | None = None
         declared: bytes | None = None
         for name, value in scope["headers"]:
@@ -285,8 +287,7 @@ class HotRoute:
                 declared = value
         headers: dict[str, str] | None = None
         try:
-            header = None if authorization is None else authorization.decode("latin-1")
-            key = gateway.verifier.verify(header)
+            key = gateway.verifier.verify(authorization)
             if not isinstance(key, ApiKey):
                 key = await key  # not remembered: looked up
             body = await _receive_body(receive, declared, gateway.config.body_bytes_max)

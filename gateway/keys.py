@@ -31,7 +31,7 @@ CACHE_SECONDS: Final = 60.0
 INVALID_CACHE_SECONDS: Final = 5.0
 CACHE_SIZE_MAX: Final = 10_000
 KEY_LENGTH_MAX: Final = 256
-_BEARER: Final = "bearer "
+_BEARER: Final = b"bearer "
 
 
 class Scope(StrEnum):
@@ -51,9 +51,12 @@ def may_use(key: ApiKey, lineage: Sequence[str] | None) -> bool:
     return Scope.usage in key.scopes and lineage is not None and key.tenant_root in lineage
 
 
-def _digest(authorization: str | None) -> tuple[bytes, str]:
+def _digest(authorization: str | bytes | None) -> tuple[bytes, bytes]:
     """The SHA-256 of the key a bearer ``Authorization`` header carries (the cache's key: no
-    plaintext is kept), and the key; 401 if there is none or it is too long."""
+    plaintext is kept), and the key; 401 if there is none or it is too long. The hot path
+    passes the header's bytes as they came, the other routes Starlette's (latin-1) text."""
+    if isinstance(authorization, str):
+        authorization = authorization.encode("latin-1")
     if not authorization or not authorization[: len(_BEARER)].lower() == _BEARER:
         raise errors.missing_key()
     plaintext = authorization[len(_BEARER) :].strip()
@@ -61,7 +64,7 @@ def _digest(authorization: str | None) -> tuple[bytes, str]:
         raise errors.missing_key()
     if len(plaintext) > KEY_LENGTH_MAX:
         raise errors.invalid_key()
-    return hashlib.sha256(plaintext.encode()).digest(), plaintext
+    return hashlib.sha256(plaintext).digest(), plaintext
 
 
 class KeyVerifier:
@@ -80,7 +83,7 @@ class KeyVerifier:
             size_max=CACHE_SIZE_MAX,
         )
 
-    def verify(self, authorization: str | None) -> ApiKey | Coroutine[Any, Any, ApiKey]:
+    def verify(self, authorization: str | bytes | None) -> ApiKey | Coroutine[Any, Any, ApiKey]:
         """The key the ``Authorization`` header names: at once if it is remembered (the hot
         path's hit takes no coroutine), else a coroutine that looks it up; the header is
         hashed once either way. 401 if it is missing or invalid."""
@@ -97,8 +100,8 @@ class KeyVerifier:
         key = self.verify(authorization)
         return key if isinstance(key, ApiKey) else await key
 
-    async def _looked_up(self, digest: bytes, plaintext: str) -> ApiKey:
-        key = await self._cache.get(digest, lambda: self.keys.verify(plaintext))
+    async def _looked_up(self, digest: bytes, plaintext: bytes) -> ApiKey:
+        key = await self._cache.get(digest, lambda: self.keys.verify(plaintext.decode("latin-1")))
         if key is None:
             raise errors.invalid_key()
         return key
