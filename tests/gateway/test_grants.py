@@ -5,6 +5,7 @@ beyond the credit, and given back at shutdown; a tariff that is not flat never g
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 import uuid
 from decimal import Decimal
@@ -18,6 +19,8 @@ from engine.accounts import AuthorizeAndRecord, ConfigureTenant, Outcome, Tenant
 from engine.tariffs import decode_catalog
 from gateway.app import create_app
 from gateway.config import GatewayConfig
+from gateway.grants import FORGET_PER_ADD, Answered, AnsweredIds, answered_key
+from gateway.messages import Decision, RecordRequest
 from persistence.catalogue import Tenant
 from tests.gateway.conftest import PRICE, Stack, gateway_client, headers, in_process_client
 
@@ -174,3 +177,43 @@ def test_grants_are_turned_on_from_the_environment() -> None:
     # A slice must outlive the margin its final report keeps before its expiry.
     with pytest.raises(msgspec.ValidationError, match="grants_validity_seconds"):
         GatewayConfig.from_environment(environ | {"METERWERK_GRANTS_VALIDITY_SECONDS": "20"})
+
+
+def test_answered_ids_are_remembered_for_a_generation_and_released_a_few_at_a_time() -> None:
+    remembered = AnsweredIds(maximum=200, seconds=3600.0)
+    answer = Answered(
+        RecordRequest(id="x", tenant="t", meter="calls"),
+        Decision(id="x", accepted=True, amount=PRICE),
+    )
+    # Nothing a remembered answer holds is tracked by the garbage collector.
+    assert not any(
+        map(gc.is_tracked, (answered_key("t", "x"), answer, answer.request, answer.decision))
+    )
+    for n in range(200):
+        remembered.add(answered_key("t", f"id-{n}"), answer, now=0.0)
+    assert all(remembered.get(answered_key("t", f"id-{n}")) for n in range(200))
+    assert remembered.get(answered_key("u", "id-1")) is None  # another tree's id
+    # The first generation is forgotten at once when the third begins, and released over
+    # the next adds, all of it before the third generation is full.
+    held = []
+    for n in range(200, 300):
+        remembered.add(answered_key("t", f"id-{n}"), answer, now=0.0)
+        assert remembered.get(answered_key("t", "id-0")) is None
+        held.append(remembered.held())
+    assert held[0] == 200 + 1 - FORGET_PER_ADD
+    assert held[-1] == 200 and not remembered.forgetting
+    assert all(remembered.get(answered_key("t", f"id-{n}")) for n in range(100, 300))
+
+
+def test_a_generation_also_ends_by_age() -> None:
+    remembered = AnsweredIds(maximum=200, seconds=10.0)
+    answer = Answered(
+        RecordRequest(id="x", tenant="t", meter="calls"),
+        Decision(id="x", accepted=True, amount=PRICE),
+    )
+    remembered.add("t/a", answer, now=0.0)
+    remembered.add("t/b", answer, now=10.0)  # a new generation: "a" is still remembered
+    assert remembered.get("t/a") and remembered.get("t/b")
+    remembered.add("t/c", answer, now=20.0)
+    assert remembered.get("t/a") is None and remembered.get("t/b")
+    assert remembered.held() == 2  # "a" released with the add that forgot it
