@@ -20,7 +20,7 @@ from engine.tariffs import decode_catalog
 from gateway.app import create_app
 from gateway.config import GatewayConfig
 from gateway.grants import FORGET_PER_ADD, Answered, AnsweredIds, answered_key
-from gateway.messages import Decision, RecordRequest
+from gateway.messages import Decision
 from persistence.catalogue import Tenant
 from tests.gateway.conftest import PRICE, Stack, gateway_client, headers, in_process_client
 
@@ -182,13 +182,13 @@ def test_grants_are_turned_on_from_the_environment() -> None:
 def test_answered_ids_are_remembered_for_a_generation_and_released_a_few_at_a_time() -> None:
     remembered = AnsweredIds(maximum=200, seconds=3600.0)
     answer = Answered(
-        RecordRequest(id="x", tenant="t", meter="calls"),
-        Decision(id="x", accepted=True, amount=PRICE),
+        tenant="t",
+        meter="calls",
+        quantity=Decimal(1),
+        decision=Decision(id="x", accepted=True, amount=PRICE),
     )
     # Nothing a remembered answer holds is tracked by the garbage collector.
-    assert not any(
-        map(gc.is_tracked, (answered_key("t", "x"), answer, answer.request, answer.decision))
-    )
+    assert not any(map(gc.is_tracked, (answered_key("t", "x"), answer, answer.decision)))
     for n in range(200):
         remembered.add(answered_key("t", f"id-{n}"), answer, now=0.0)
     assert all(remembered.get(answered_key("t", f"id-{n}")) for n in range(200))
@@ -208,8 +208,10 @@ def test_answered_ids_are_remembered_for_a_generation_and_released_a_few_at_a_ti
 def test_a_generation_also_ends_by_age() -> None:
     remembered = AnsweredIds(maximum=200, seconds=10.0)
     answer = Answered(
-        RecordRequest(id="x", tenant="t", meter="calls"),
-        Decision(id="x", accepted=True, amount=PRICE),
+        tenant="t",
+        meter="calls",
+        quantity=Decimal(1),
+        decision=Decision(id="x", accepted=True, amount=PRICE),
     )
     remembered.add("t/a", answer, now=0.0)
     remembered.add("t/b", answer, now=10.0)  # a new generation: "a" is still remembered
