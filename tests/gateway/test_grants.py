@@ -179,14 +179,17 @@ def test_grants_are_turned_on_from_the_environment() -> None:
         GatewayConfig.from_environment(environ | {"METERWERK_GRANTS_VALIDITY_SECONDS": "20"})
 
 
+ANSWER = Answered(
+    tenant="t",
+    meter="calls",
+    quantity=Decimal(1),
+    decision=Decision(id="x", accepted=True, amount=PRICE),
+)
+
+
 def test_answered_ids_are_remembered_for_a_generation_and_released_a_few_at_a_time() -> None:
     remembered = AnsweredIds(maximum=200, seconds=3600.0)
-    answer = Answered(
-        tenant="t",
-        meter="calls",
-        quantity=Decimal(1),
-        decision=Decision(id="x", accepted=True, amount=PRICE),
-    )
+    answer = ANSWER
     # Nothing a remembered answer holds is tracked by the garbage collector.
     assert not any(map(gc.is_tracked, (answered_key("t", "x"), answer, answer.decision)))
     for n in range(200):
@@ -207,12 +210,7 @@ def test_answered_ids_are_remembered_for_a_generation_and_released_a_few_at_a_ti
 
 def test_a_generation_also_ends_by_age() -> None:
     remembered = AnsweredIds(maximum=200, seconds=10.0)
-    answer = Answered(
-        tenant="t",
-        meter="calls",
-        quantity=Decimal(1),
-        decision=Decision(id="x", accepted=True, amount=PRICE),
-    )
+    answer = ANSWER
     remembered.add("t/a", answer, now=0.0)
     remembered.add("t/b", answer, now=10.0)  # a new generation: "a" is still remembered
     assert remembered.get("t/a") and remembered.get("t/b")
