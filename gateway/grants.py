@@ -149,9 +149,9 @@ class AnsweredIds:
     many; a generation is forgotten as a whole once the newer one is full or ``seconds``
     old, so each id is remembered at least that long unless ``maximum // 2`` newer ones come.
 
-    A forgotten generation is released a few entries with each id added, not at once: at
-    once, 50,000 answers (five objects each) took 10-15 ms to free, a pause for every
-    request in flight once every 50,000 records."""
+    A forgotten generation is released a few entries with each id added, not at once:
+    freeing 50,000 answers at once took about 9 ms (measured in isolation), a pause for
+    every request in flight once every 50,000 records."""
 
     def __init__(self, maximum: int, seconds: float) -> None:
         self.half = max(1, maximum // 2)

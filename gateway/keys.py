@@ -56,7 +56,8 @@ def _digest(authorization: str | bytes | None) -> tuple[bytes, bytes]:
     plaintext is kept), and the key; 401 if there is none or it is too long. The hot path
     passes the header's bytes as they came, the other routes Starlette's (latin-1) text."""
     if isinstance(authorization, str):
-        authorization = authorization.encode("latin-1")
+        # Starlette's headers are latin-1 text; anything else cannot be a key (401, not 500).
+        authorization = authorization.encode("latin-1", "replace")
     if not authorization or not authorization[: len(_BEARER)].lower() == _BEARER:
         raise errors.missing_key()
     plaintext = authorization[len(_BEARER) :].strip()

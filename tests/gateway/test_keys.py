@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from hashlib import sha256
 
 import pytest
 
-from gateway.keys import may_use
+from gateway.errors import ApiError
+from gateway.keys import _digest, may_use
 from persistence.credentials import ApiKey
 
 
@@ -44,3 +46,33 @@ def test_who_may_use_which_tree(
     scopes: tuple[str, ...], key_root: str | None, lineage: tuple[str, ...] | None, allowed: bool
 ) -> None:
     assert may_use(key(scopes, key_root), lineage) is allowed
+
+
+@pytest.mark.parametrize(
+    ("header", "code"),
+    [
+        (None, "missing_api_key"),
+        (b"", "missing_api_key"),
+        (b"Basic abc", "missing_api_key"),
+        (b"Bearer ", "missing_api_key"),
+        (b"Bearer " + b"k" * 257, "invalid_api_key"),
+        ("Bearer \u20ac-not-latin-1", None),  # text that no header can carry: a key never found
+    ],
+)
+def test_a_header_without_a_usable_key_is_401(header: str | bytes | None, code: str | None) -> None:
+    if code is None:
+        digest, plaintext = _digest(header)
+        assert plaintext == b"?-not-latin-1" and len(digest) == 32
+        return
+    with pytest.raises(ApiError) as raised:
+        _digest(header)
+    assert (raised.value.status, raised.value.body.code) == (401, code)
+
+
+def test_the_header_hashes_alike_as_bytes_and_as_starlettes_text() -> None:
+    raw = b"bearer  mwk_abc\xe9 "
+    assert (
+        _digest(raw)
+        == _digest(raw.decode("latin-1"))
+        == (sha256(b"mwk_abc\xe9").digest(), b"mwk_abc\xe9")
+    )
