@@ -214,7 +214,9 @@ TENANT_BODIES: dict[str, dict[str, Any]] = {
 }
 
 
-@pytest.mark.parametrize("tenant", ["no spaces", "-leading-dash", "x" * 65, "trailing\n", "é", ""])
+@pytest.mark.parametrize(
+    "tenant", ["no spaces", "-leading-dash", "x" * 65, "trailing\n", "é", "", "a/b"]
+)
 async def test_a_tenant_id_off_its_pattern_is_422_naming_it_on_every_route(
     stack: Stack, client: httpx.AsyncClient, tenant: str
 ) -> None:
