@@ -15,7 +15,8 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
+from types import CoroutineType
 from typing import Any, Final, TypeVar
 
 import msgspec
@@ -75,9 +76,11 @@ CLIENT_GONE: Final = 499
 nginx logs it); nothing is answered."""
 
 T = TypeVar("T")
-HotHandler = Callable[["Gateway", ApiKey, bytes], Awaitable[Any]]
+HotHandler = Callable[["Gateway", ApiKey, bytes], Any]
 """A hot-path route: given the request's key (authenticated) and its body (read within the
-limit), the Struct to answer 200 with; faults are raised as on any other route."""
+limit), what to answer 200 with (a Struct, or its JSON already encoded), or a coroutine that
+gives it when the answer must wait (a host, a lookup); faults are raised as on any other
+route. A request answered at once (from a grant) so takes no coroutine of its own."""
 _encode = msgspec.json.Encoder().encode
 log = logging.getLogger(__name__)
 
@@ -290,10 +293,24 @@ class HotRoute:
             key = gateway.verifier.verify(authorization)
             if not isinstance(key, ApiKey):
                 key = await key  # not remembered: looked up
-            body = await _receive_body(receive, declared, gateway.config.body_bytes_max)
-            if body is None:
-                return CLIENT_GONE
-            status, payload = 200, _encode(await self.handle(gateway, key, body))
+            limit = gateway.config.body_bytes_max
+            if declared is not None:
+                _check_declared(declared, limit)
+            # The body, in one message as a small one always comes, read here: a coroutine
+            # less than _receive_body for each request.
+            message = await receive()
+            if message["type"] != "http.request":
+                return CLIENT_GONE  # http.disconnect
+            body: bytes = message.get("body", b"")
+            if message.get("more_body", False) or len(body) > limit:
+                rest = await _receive_body(receive, None, limit, body)
+                if rest is None:
+                    return CLIENT_GONE
+                body = rest
+            answer = self.handle(gateway, key, body)
+            if type(answer) is CoroutineType:
+                answer = await answer
+            status, payload = 200, answer if type(answer) is bytes else _encode(answer)
         except Exception as error:
             fault = _fault(error)
             if fault.status == 500:  # Starlette's routes leave this to uvicorn's log
@@ -317,16 +334,26 @@ _CONTENT_TYPE: Final = (b"content-type", JSON.encode())
 def _command(kind: type[CommandRequest]) -> HotHandler:
     name = kind.__name__.removesuffix("Request").lower()
 
-    async def handle(gateway: Gateway, key: ApiKey, body: bytes) -> Any:
+    def handle(gateway: Gateway, key: ApiKey, body: bytes) -> Any:
         message = _decode(body, kind)
-        root = gateway.root_known(key, message.tenant) or await gateway.root_in_scope(
-            key, message.tenant
-        )
-        if gateway.grants is not None:
+        root = gateway.root_known(key, message.tenant)
+        if root is not None and gateway.grants is not None:
             granted = gateway.grants.answer(root, message)
             if granted is not None:
-                gateway.metrics.decided(name, _GRANTED)
-                return granted  # from a slice this process holds
+                gateway.metrics.accepted[name].value += 1
+                return granted  # from a slice this process holds, at once
+        return on_host(gateway, key, message, root)
+
+    async def on_host(
+        gateway: Gateway, key: ApiKey, message: CommandRequest, root: str | None
+    ) -> Any:
+        if root is None:
+            root = await gateway.root_in_scope(key, message.tenant)
+            if gateway.grants is not None:
+                granted = gateway.grants.answer(root, message)
+                if granted is not None:
+                    gateway.metrics.accepted[name].value += 1
+                    return granted
         host = gateway.transport.host_of(root)
         command = message.command(gateway.now())
         local = gateway.overdrafts.answer_locally(root, command)
@@ -393,8 +420,6 @@ async def _ingest(
     return outcomes
 
 
-_GRANTED: Final = Outcome(accepted=True)
-"""What a record answered from a grant counts as in the metrics."""
 _UNKNOWN_TENANT: Final = Outcome(
     accepted=False, reason=Reason.unknown_tenant, field="tenant", message="no such tenant"
 )
@@ -505,18 +530,26 @@ def _path_tenant(request: Request) -> str:
     return tenant
 
 
+def _check_declared(declared: str | bytes, limit_bytes: int) -> None:
+    """A ``Content-Length`` that is a number within ``limit_bytes``: a body declared too
+    large is refused at once, before any of it is read."""
+    if not declared.isdigit():
+        raise errors.malformed("Content-Length is not a number")
+    if int(declared) > limit_bytes:
+        raise errors.body_too_large(limit_bytes)
+
+
 async def _receive_body(
-    receive: Receive, declared: str | bytes | None, limit_bytes: int
+    receive: Receive, declared: str | bytes | None, limit_bytes: int, first: bytes = b""
 ) -> bytes | None:
-    """The body from ASGI messages, within ``limit_bytes``; None if the client went away. A
-    body declared too large is refused at once, before any of it is read."""
+    """The body from ASGI messages (after ``first``, the body of a message already
+    received), within ``limit_bytes``; None if the client went away."""
     if declared is not None:
-        if not declared.isdigit():
-            raise errors.malformed("Content-Length is not a number")
-        if int(declared) > limit_bytes:
-            raise errors.body_too_large(limit_bytes)
-    chunks: list[bytes] = []
-    size = 0
+        _check_declared(declared, limit_bytes)
+    chunks: list[bytes] = [first] if first else []
+    size = len(first)
+    if size > limit_bytes:
+        raise errors.body_too_large(limit_bytes)
     while True:
         message = await receive()
         if message["type"] != "http.request":

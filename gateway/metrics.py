@@ -163,6 +163,19 @@ class Spread(_Family[Observations]):
         yield family
 
 
+class _Accepted(dict[str, Count]):
+    """Each command's count of accepted outcomes, made on first use (see
+    :attr:`Metrics.accepted`)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        super().__init__()
+        self.metrics = metrics
+
+    def __missing__(self, command: str) -> Count:
+        child = self[command] = self.metrics._decision(command, None)
+        return child
+
+
 class Metrics:
     """The metrics of one gateway app, and the hooks that move them."""
 
@@ -230,6 +243,10 @@ class Metrics:
         # Each series is looked up once per label values, not per request.
         self._request_children: dict[tuple[str, str, int], tuple[Count, Observations]] = {}
         self._decision_children: dict[tuple[str, Reason | None], Count] = {}
+        self.accepted = _Accepted(self)
+        """The count of each command's accepted outcomes, by command: ``accepted[command]
+        .value += 1`` is :meth:`decided` for an acceptance without its two calls, for the
+        records answered from a grant."""
         self._call_children: dict[tuple[str, bool], tuple[Observations, Observations]] = {}
 
     def follow(self, coalescer: Coalescer) -> None:
@@ -252,8 +269,11 @@ class Metrics:
                 self.requests.labels(route, method, str(status)),
                 self.request_seconds.labels(route, _outcome(status)),
             )
-        children[0].inc()
-        children[1].observe(seconds)
+        # Count.inc and Observations.observe, inlined: this runs once per request.
+        count, spread = children
+        count.value += 1
+        spread.counts[bisect_left(spread.bounds, seconds)] += 1
+        spread.total += seconds
 
     def decided(self, command: str, outcome: Outcome) -> None:
         """Count one command's outcome."""

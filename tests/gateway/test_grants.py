@@ -15,12 +15,18 @@ import httpx
 import msgspec
 import pytest
 
-from engine.accounts import AuthorizeAndRecord, ConfigureTenant, Outcome, TenantSettings, TopUp
+from engine.accounts import (
+    AuthorizeAndRecord,
+    ConfigureTenant,
+    Outcome,
+    TenantSettings,
+    TopUp,
+)
+from engine.accounts.commands import ONE_UNIT
 from engine.tariffs import decode_catalog
 from gateway.app import create_app
 from gateway.config import GatewayConfig
 from gateway.grants import FORGET_PER_ADD, Answered, AnsweredIds, answered_key
-from gateway.messages import Decision
 from persistence.catalogue import Tenant
 from tests.gateway.conftest import PRICE, Stack, gateway_client, headers, in_process_client
 
@@ -131,6 +137,31 @@ async def test_a_retry_gets_the_first_answer_on_every_path_and_is_charged_once(
         assert (await balance(stack, tenant))[0] == charged
 
 
+async def test_a_busy_slice_that_retires_opens_the_next_at_once(stack: Stack) -> None:
+    """A slice's own answers are its rate (they are not counted one by one): when it is
+    spent, the next slice for its key is asked for with the request that spent it, not
+    after more requests took the host path."""
+    tenant = stack.tenant(credit="100")
+    key = stack.app_key(tenant)
+    config = msgspec.structs.replace(GRANTS, grants_units_max=20)
+    app = create_app(stack.hosts, stack.url, config=config)
+    book = app.state.gateway.grants
+    async with in_process_client(app) as client:
+        answers = await until_granted(client, key, tenant)
+        assert "grant" in answers[-1], answers[-1]
+        [(slice_key, first)] = book.slots.items()
+        while not first.retired:
+            answers.append(await record(client, key, tenant))
+        assert first.answered >= 1 and first.left < first.low
+        assert slice_key in book.opening or slice_key in book.slots
+        # Answers from the next slice follow; every one is charged to the cent.
+        while answers[-1].get("grant") in (None, first.grant):
+            answers.append(await record(client, key, tenant))
+        assert answers[-1]["grant"] != first.grant
+    charged = Decimal(100) - spent(answers)
+    assert await balance(stack, tenant) == (charged, charged)
+
+
 async def test_grants_never_approve_more_than_the_credit(stack: Stack) -> None:
     tenant = stack.tenant(credit="5")  # 20 calls
     key = stack.app_key(tenant)
@@ -179,19 +210,14 @@ def test_grants_are_turned_on_from_the_environment() -> None:
         GatewayConfig.from_environment(environ | {"METERWERK_GRANTS_VALIDITY_SECONDS": "20"})
 
 
-ANSWER = Answered(
-    tenant="t",
-    meter="calls",
-    quantity=Decimal(1),
-    decision=Decision(id="x", accepted=True, amount=PRICE),
-)
+ANSWER = Answered(tenant="t", meter="calls", quantity=ONE_UNIT, amount=PRICE, grant="g")
 
 
 def test_answered_ids_are_remembered_for_a_generation_and_released_a_few_at_a_time() -> None:
     remembered = AnsweredIds(maximum=200, seconds=3600.0)
     answer = ANSWER
     # Nothing a remembered answer holds is tracked by the garbage collector.
-    assert not any(map(gc.is_tracked, (answered_key("t", "x"), answer, answer.decision)))
+    assert not any(map(gc.is_tracked, (answered_key("t", "x"), answer)))
     for n in range(200):
         remembered.add(answered_key("t", f"id-{n}"), answer, now=0.0)
     assert all(remembered.get(answered_key("t", f"id-{n}")) for n in range(200))
