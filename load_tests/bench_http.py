@@ -343,6 +343,7 @@ def _measure_events(
         events_connections=connections,
         events_request_p99_ms=result.latency_p99_ms,
         events_non_2xx=result.non_2xx,
+        events_refusals=result.refusals,
         events_socket_errors=result.socket_errors,
     )
 
@@ -439,6 +440,9 @@ def _print(f: dict[str, Any]) -> None:
         f"{f['record_socket_errors']}, half rate {half['failures']} in all, events "
         f"{f['events_non_2xx']} and {f['events_socket_errors']}"
     )
+    if f["events_refusals"]:
+        refusals = ", ".join(f"{n} x {what}" for what, n in f["events_refusals"].items())
+        print(f"events refused: {refusals}")
 
 
 if __name__ == "__main__":

@@ -34,3 +34,12 @@ function request()
   local body = string.gsub(account.template, "@", prefix .. counter .. "-")
   return wrk.format("POST", nil, account.headers, body)
 end
+
+-- A refusal is printed with its status and the error's code (a request of this script is
+-- slow enough for wrk to call Lua on each answer): the benchmark reports what they were.
+function response(status, headers, body)
+  if status > 299 then
+    io.write("meterwerk-refused " .. status .. " " .. (body:match('"code":"([%w_]+)"') or "-")
+      .. "\n")
+  end
+end

@@ -12,6 +12,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
 from pathlib import Path
 from typing import IO, Any, Final
 
@@ -100,6 +101,9 @@ class WrkResult(msgspec.Struct, frozen=True, kw_only=True):
     non_2xx: int
     socket_errors: int
     """Connect, read, write errors and timeouts (answers after 10 s)."""
+    refusals: dict[str, int] = {}
+    """Non-2xx answers by status and error code (``"503 host_unavailable"``), where the
+    script prints them (``meterwerk-refused <status> <code>``, as events.lua does)."""
 
     @property
     def errors(self) -> int:
@@ -155,4 +159,12 @@ def parse_wrk(text: str) -> WrkResult:
         latency_p99_ms=latency("99"),
         non_2xx=int(non_2xx[1]) if non_2xx else 0,
         socket_errors=sum(int(n) for n in sockets.groups()) if sockets else 0,
+        refusals=dict(
+            Counter(
+                f"{status} {code}"
+                for status, code in re.findall(
+                    r"^meterwerk-refused (\d+) (\S+)$", text, re.MULTILINE
+                )
+            )
+        ),
     )
