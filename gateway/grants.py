@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import decimal
 import logging
+import math
 import uuid
 from collections.abc import Callable, Coroutine, Sequence
 from decimal import Decimal
@@ -84,6 +85,7 @@ class _Slot:
         "sending",
         "tail",
         "unit_price",
+        "units",
     )
 
     def __init__(
@@ -106,12 +108,15 @@ class _Slot:
         self.answers_until = expires - margin_seconds
         """No answers from it from then on, so that its final report reaches the account
         before it expires."""
-        self.left = quantity
-        """Units not answered yet."""
-        self.low = quantity * SPENT_FRACTION
+        self.left = int(quantity)
+        """Units not answered yet (whole units: see _local), as an int: compared and
+        counted down once per answer."""
+        self.low = math.ceil(quantity * SPENT_FRACTION)
         """Fewer units left than this, and the slice is retired."""
         self.pending: list[GrantedUse] = []
-        """Uses answered and not yet sent in a report."""
+        """Uses answered and not yet sent in a report, but those of one unit."""
+        self.units: list[str] = []
+        """The ids of the one-unit uses answered and not yet sent in a report."""
         self.opened_at = now
         self.answered = 0
         """Requests answered from it: its rate decides whether the next slice opens at once
@@ -342,17 +347,18 @@ class GrantBook:
             or (quantity is not ONE_UNIT and quantity % 1)
         ):
             return None  # not _local(message)
+        units = 1 if quantity is ONE_UNIT else int(quantity)
         now = self.clock()
         key = (root, message.tenant, message.meter)
         slot = self.slots.get(key)
         if slot is not None:
             if (
                 now < slot.answers_until
-                and quantity <= slot.left
-                and len(slot.pending) < self.pending_max
+                and units <= slot.left
+                and len(slot.units if quantity is ONE_UNIT else slot.pending) < self.pending_max
             ):
-                return self._spend(slot, ident, message, now)
-            if now >= slot.answers_until or quantity > slot.left:
+                return self._spend(slot, ident, message, units, now)
+            if now >= slot.answers_until or units > slot.left:
                 self._retire(slot, now)
                 if key in self.opening:
                     return None  # the next slice is on its way
@@ -378,12 +384,12 @@ class GrantBook:
             if key in self.known or len(self.known) < KEYS_COUNTED_MAX:
                 self.known[key] = (outcome.available, outcome.amount, message.quantity)
 
-    def _spend(self, slot: _Slot, ident: str, message: RecordRequest, now: float) -> bytes:
+    def _spend(
+        self, slot: _Slot, ident: str, message: RecordRequest, units: int, now: float
+    ) -> bytes:
         quantity = message.quantity
         if quantity is ONE_UNIT:  # one unit costs the unit price itself, and has its answer
-            slot.pending.append(
-                GrantedUse(id=message.id, quantity=quantity, amount=slot.unit_price)
-            )
+            slot.units.append(message.id)
             self.answered.add(ident, slot.one, now)
             answer = _HEAD + _encode(message.id) + slot.tail
         else:
@@ -398,7 +404,7 @@ class GrantBook:
             )
             self.answered.add(ident, answered, now)
             answer = _encode(answered.decision(message.id))
-        slot.left -= quantity
+        slot.left -= units
         slot.answered += 1
         if slot.left < slot.low:
             self._retire(slot, now)
@@ -556,19 +562,22 @@ class GrantBook:
         waiting uses (final when retiring and none are left over); None if nothing is due."""
         if slot.sending is not None:
             return slot.sending
-        if not slot.pending and not slot.retired:
+        if not slot.pending and not slot.units and not slot.retired:
             return None
         records = tuple(slot.pending[:GRANTED_USES_MAX])
         del slot.pending[: len(records)]
+        units = tuple(slot.units[:GRANTED_USES_MAX])
+        del slot.units[: len(units)]
         slot.reports += 1
         slot.sending = ReportGrant(
             id=f"{slot.grant}:{slot.reports}",
             tenant=slot.key[1],
             time=int(now),
             grant=slot.grant,
-            used=sum((record.quantity for record in records), Decimal(0)),
-            final=slot.retired and not slot.pending,
+            used=sum((record.quantity for record in records), Decimal(len(units))),
+            final=slot.retired and not slot.pending and not slot.units,
             records=records,
+            units=units,
         )
         return slot.sending
 
@@ -610,7 +619,9 @@ class GrantBook:
             self.retiring.remove(slot)
 
     def _drop(self, slot: _Slot, why: str) -> None:
-        lost = len(slot.pending) + (len(slot.sending.records) if slot.sending else 0)
+        sending = slot.sending
+        lost = len(slot.pending) + len(slot.units)
+        lost += len(sending.records) + len(sending.units) if sending else 0
         log.warning("grant %s ends unreported (%d uses), as %s", slot.grant, lost, why)
         if self.slots.get(slot.key) is slot:
             del self.slots[slot.key]

@@ -145,22 +145,25 @@ class GrantedUse(msgspec.Struct, frozen=True, kw_only=True, array_like=True, gc=
 
 
 GRANTED_USES_MAX: Final = 10_000
-"""The most uses one report may name."""
+"""The most uses one report may name as records, and as units."""
 
 
 class ReportGrant(_Command, frozen=True, kw_only=True, tag="report_grant"):
     """Use of a slice since the last report; ``final`` returns the unused rest.
 
-    ``records`` (of a linear slice only) name the uses that make up ``used``, so that the
-    tree remembers each as if it had answered it as an ``AuthorizeAndRecord``: a client's
-    retry that reaches the tree later gets that answer and is not charged again. A use whose
-    id the tree already charged that way is not charged twice: its units stay in the slice.
+    ``records`` and ``units`` (of a linear slice only) name the uses that make up ``used``,
+    so that the tree remembers each as if it had answered it as an ``AuthorizeAndRecord``: a
+    client's retry that reaches the tree later gets that answer and is not charged again. A
+    use whose id the tree already charged that way is not charged twice: its units stay in
+    the slice. ``units`` are the ids of uses of one unit each at the slice's unit price, the
+    most common use, named without a quantity and an amount of their own.
     """
 
     grant: Id
     used: Decimal
     final: bool = False
     records: Annotated[tuple[GrantedUse, ...], msgspec.Meta(max_length=GRANTED_USES_MAX)] = ()
+    units: Annotated[tuple[Id, ...], msgspec.Meta(max_length=GRANTED_USES_MAX)] = ()
 
 
 class ChangeSeats(_Command, frozen=True, kw_only=True, tag="change_seats"):

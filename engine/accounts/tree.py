@@ -641,21 +641,21 @@ class TenantTree:
         if command.used > left:
             return denied(Reason.grant_exceeded, "used", f"only {left} units are left")
         used = command.used
-        if command.records:
-            refusal = self._records_problem(command, grant, node)
-            if refusal is not None:
-                return refusal
-            used -= self._remember_records(command, grant, time)
+        if command.records or command.units:
+            linear = self._records_price(command, grant, node)
+            if isinstance(linear, Outcome):
+                return linear  # a refusal
+            used -= self._remember_records(command, grant, time, linear)
         charged = self._settle_slice(grant, used, time, command.id, alerts, final=command.final)
         return self._accepted(node, amount=charged)
 
-    def _records_problem(
+    def _records_price(
         self, command: c.ReportGrant, grant: Slice, node: NodeState
-    ) -> Outcome | None:
-        """Why the uses a report names cannot be taken as they are, if they cannot: they
-        must make up ``used``, each priced at the flat unit price of the slice's meter. (The
-        tree may have changed since the slice opened, a sub-tenant added, say; the price
-        cannot have, as a linear slice ends with the period.)"""
+    ) -> Decimal | Outcome:
+        """The unit price of the uses a report names, or why they cannot be taken as they
+        are: they must make up ``used``, each priced at the flat unit price of the slice's
+        meter. (The tree may have changed since the slice opened, a sub-tenant added, say;
+        the price cannot have, as a linear slice ends with the period.)"""
         rater = self._rater(node, node.period) if node.period is not None else None
         linear = rater.unit_price(grant.meter) if rater is not None else None
         if rater is None or linear is None or grant.properties:
@@ -676,33 +676,42 @@ class TenantTree:
                     Reason.invalid_amount, field, f"{quantity} units cost {quantity * linear}"
                 )
             total += quantity
+        total += len(command.units)  # one unit each
         if total != command.used:
             return denied(
                 Reason.invalid_quantity,
                 "records",
                 f"the uses add up to {total}, not {command.used}",
             )
-        return None
+        return linear
 
-    def _remember_records(self, command: c.ReportGrant, grant: Slice, time: Instant) -> Decimal:
+    def _remember_records(
+        self, command: c.ReportGrant, grant: Slice, time: Instant, linear: Decimal
+    ) -> Decimal:
         """Remember every use a report names as an answered ``AuthorizeAndRecord``; the units
         of those this tree has already charged as such (a client's retry that reached it
         first), which are not charged again."""
-        charged_before = ZERO
-        for record in command.records:
-            use = c.AuthorizeAndRecord(
-                id=record.id,
-                tenant=command.tenant,
-                time=time,
-                meter=grant.meter,
-                quantity=record.quantity,
+        one_unit = Outcome(accepted=True, amount=linear, grant=grant.grant_id)
+        uses = [
+            (
+                record.id,
+                record.quantity,
+                Outcome(accepted=True, amount=record.amount, grant=grant.grant_id),
             )
-            remembered = self._remembered(record.id)
+            for record in command.records
+        ]
+        # The answer to each one-unit use is the same: one Outcome for them all.
+        uses += [(use_id, c.ONE_UNIT, one_unit) for use_id in command.units]
+        charged_before = ZERO
+        for use_id, quantity, answer in uses:
+            use = c.AuthorizeAndRecord(
+                id=use_id, tenant=command.tenant, time=time, meter=grant.meter, quantity=quantity
+            )
+            remembered = self._remembered(use_id)
             if remembered is None:
-                answer = Outcome(accepted=True, amount=record.amount, grant=grant.grant_id)
                 self._remember(use, time, answer)
             elif remembered.outcome.accepted and _same_content(remembered.command, use):
-                charged_before += record.quantity
+                charged_before += quantity
             # Any other memory of the id stands: the caller answered it, so it is charged.
         return charged_before
 

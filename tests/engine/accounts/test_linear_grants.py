@@ -193,6 +193,33 @@ def test_reported_uses_are_charged_once_and_remembered_as_answers() -> None:
     wallet.ledger.check()
 
 
+def test_one_unit_uses_reported_by_their_ids_alone_are_charged_as_records() -> None:
+    """``units`` names one-unit uses by their ids: each is charged the unit price and
+    remembered with it, beside ``records`` in the same report; one the tree charged
+    already is not charged again, and a plain slice takes none."""
+    account = Account()
+    account.open("g", 10)
+    assert account.use("u3", 1, at=T + 1).accepted  # reached the tree directly first
+    reported = account(
+        ReportGrant,
+        T + 5,
+        grant="g",
+        used=Decimal(5),
+        records=(GrantedUse(id="u1", quantity=Decimal(2), amount=2 * PRICE),),
+        units=("u2", "u3", "u4"),
+    )
+    assert reported.accepted and reported.amount == 4 * PRICE  # u3 was charged before
+    assert account.balance == 10 - 5 * PRICE
+    assert account.use("u2", 1, at=T + 30) == Outcome(accepted=True, amount=PRICE, grant="g")
+    assert account.use("u4", 2, at=T + 30).reason is Reason.idempotency_conflict
+    short = account(ReportGrant, T + 6, grant="g", used=Decimal(3), units=("u5", "u6"))
+    assert (short.reason, short.field) == (Reason.invalid_quantity, "records")
+    plain = Account("graduated")
+    assert plain(OpenGrant, T, id="p", meter="calls", quantity=Decimal(4)).accepted
+    outcome = plain(ReportGrant, T + 1, grant="p", used=Decimal(1), units=("u1",))
+    assert (outcome.reason, outcome.field) == (Reason.grant_not_linear, "records")
+
+
 def test_a_use_already_charged_by_the_tree_is_not_charged_again() -> None:
     account = Account()
     account.open("g", 10)

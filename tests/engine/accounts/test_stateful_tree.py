@@ -1359,6 +1359,8 @@ class TreeMachine(RuleBasedStateMachine):
         used = sum((use.quantity for use in uses), ZERO) + off_by
         if not uses:
             charged = used  # a plain report
+        # One-unit uses named by their ids alone, as a gateway reports them, or as records.
+        by_id = data.draw(st.booleans(), label="one-unit uses by id")
         command = ReportGrant(
             id=self.new_id(),
             tenant=tenant,
@@ -1366,7 +1368,8 @@ class TreeMachine(RuleBasedStateMachine):
             grant=grant,
             used=used,
             final=final,
-            records=tuple(uses),
+            records=tuple(use for use in uses if not (by_id and use.quantity == 1)),
+            units=tuple(use.id for use in uses if by_id and use.quantity == 1),
         )
         expected: Reason | None = None
         if piece is None:
