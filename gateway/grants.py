@@ -138,9 +138,9 @@ class Answered(msgspec.Struct, frozen=True, gc=False):
     """A record answered here, for a retry: what it must repeat (its tenant, meter and
     quantity), and what the answer said (the amount, the slice). Every one-unit record a
     slice answers shares the slice's one instance (:attr:`_Slot.one`), so that remembering
-    an id costs its key alone: remembered answers were about a tenth of the gateway's CPU
-    per request under ``meterwerk bench`` while each had objects of its own, mostly in
-    cache misses when they were forgotten. Like the answer, it holds nothing that can form
+    an id costs its key alone: while each had objects of its own, leaving remembered
+    answers out saved about 8 % of the gateway's CPU per request (measured side by side
+    under wrk). Like the answer, it holds nothing that can form
     a cycle, so the garbage collector never tracks it (nor the dicts that hold it)."""
 
     tenant: str
