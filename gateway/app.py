@@ -337,23 +337,27 @@ def _command(kind: type[CommandRequest]) -> HotHandler:
     def handle(gateway: Gateway, key: ApiKey, body: bytes) -> Any:
         message = _decode(body, kind)
         root = gateway.root_known(key, message.tenant)
-        if root is not None and gateway.grants is not None:
-            granted = gateway.grants.answer(root, message)
+        if root is not None:
+            granted = granted_answer(gateway, root, message)
             if granted is not None:
-                gateway.metrics.accepted[name].value += 1
-                return granted  # from a slice this process holds, at once
+                return granted  # at once
         return on_host(gateway, key, message, root)
+
+    def granted_answer(gateway: Gateway, root: str, message: CommandRequest) -> bytes | None:
+        """The answer from a slice this process holds, if there is one."""
+        granted = None if gateway.grants is None else gateway.grants.answer(root, message)
+        if granted is not None:
+            gateway.metrics.decided(name, _GRANTED)
+        return granted
 
     async def on_host(
         gateway: Gateway, key: ApiKey, message: CommandRequest, root: str | None
     ) -> Any:
         if root is None:
             root = await gateway.root_in_scope(key, message.tenant)
-            if gateway.grants is not None:
-                granted = gateway.grants.answer(root, message)
-                if granted is not None:
-                    gateway.metrics.accepted[name].value += 1
-                    return granted
+            granted = granted_answer(gateway, root, message)
+            if granted is not None:
+                return granted
         host = gateway.transport.host_of(root)
         command = message.command(gateway.now())
         local = gateway.overdrafts.answer_locally(root, command)
@@ -420,6 +424,8 @@ async def _ingest(
     return outcomes
 
 
+_GRANTED: Final = Outcome(accepted=True)
+"""What a record answered from a grant counts as in the metrics."""
 _UNKNOWN_TENANT: Final = Outcome(
     accepted=False, reason=Reason.unknown_tenant, field="tenant", message="no such tenant"
 )

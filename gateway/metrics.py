@@ -163,16 +163,21 @@ class Spread(_Family[Observations]):
         yield family
 
 
-class _Accepted(dict[str, Count]):
-    """Each command's count of accepted outcomes, made on first use (see
-    :attr:`Metrics.accepted`)."""
+class _Decisions(dict[tuple[str, Reason | None], Count]):
+    """Each (command, reason)'s count of outcomes, made the first time it is seen: counting
+    one is then a lookup and an increment."""
 
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, family: Tally) -> None:
         super().__init__()
-        self.metrics = metrics
+        self.family = family
 
-    def __missing__(self, command: str) -> Count:
-        child = self[command] = self.metrics._decision(command, None)
+    def __missing__(self, key: tuple[str, Reason | None]) -> Count:
+        command, reason = key
+        # A refusal is a decision (200, accepted false); any other reason answered a request
+        # that was wrong (a 4xx), and is counted apart so that the dashboard's refusals are
+        # business decisions only.
+        outcome = "accepted" if reason is None else "refused" if reason in DECISIONS else "error"
+        child = self[key] = self.family.labels(command, outcome, reason or "none")
         return child
 
 
@@ -242,11 +247,7 @@ class Metrics:
         self._route_labels: dict[tuple[int, str], str] = {}
         # Each series is looked up once per label values, not per request.
         self._request_children: dict[tuple[str, str, int], tuple[Count, Observations]] = {}
-        self._decision_children: dict[tuple[str, Reason | None], Count] = {}
-        self.accepted = _Accepted(self)
-        """The count of each command's accepted outcomes, by command: ``accepted[command]
-        .value += 1`` is :meth:`decided` for an acceptance without its two calls, for the
-        records answered from a grant."""
+        self._decisions = _Decisions(self.decisions)
         self._call_children: dict[tuple[str, bool], tuple[Observations, Observations]] = {}
 
     def follow(self, coalescer: Coalescer) -> None:
@@ -277,13 +278,13 @@ class Metrics:
 
     def decided(self, command: str, outcome: Outcome) -> None:
         """Count one command's outcome."""
-        self._decision(command, outcome.reason).inc()
+        self._decisions[command, outcome.reason].value += 1
 
     def ingested(self, outcomes: Sequence[Outcome]) -> None:
         """Count a batch of events' outcomes, one increment per distinct reason."""
         accepted = 0
         for reason, count in Occurrences(outcome.reason for outcome in outcomes).items():
-            self._decision("event", reason).inc(count)
+            self._decisions["event", reason].value += count
             accepted += count if reason is None else 0
         self.events.labels("accepted").inc(accepted)
         self.events.labels("refused").inc(len(outcomes) - accepted)
@@ -329,19 +330,6 @@ class Metrics:
                 return "other"
             label = self._route_labels[key] = prefix + getattr(route, "path", "?")
         return label
-
-    def _decision(self, command: str, reason: Reason | None) -> Count:
-        child = self._decision_children.get((command, reason))
-        if child is None:
-            # A refusal is a decision (200, accepted false); any other reason answered a
-            # request that was wrong (a 4xx), and is counted apart so that the dashboard's
-            # refusals are business decisions only.
-            outcome = (
-                "accepted" if reason is None else "refused" if reason in DECISIONS else "error"
-            )
-            child = self.decisions.labels(command, outcome, reason or "none")
-            self._decision_children[(command, reason)] = child
-        return child
 
 
 class RequestMetrics:
